@@ -1,6 +1,6 @@
 //! Tunables of one Raft server, with their defaults and the reason for each.
 
-use crate::error::RestoreError;
+use crate::error::RecoveryError;
 use crate::types::{ClusterId, ServerId};
 
 #[derive(Clone, Debug)]
@@ -61,8 +61,8 @@ impl Config {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), RestoreError> {
-        let fail = |what: &str| Err(RestoreError::Config(what.to_string()));
+    pub(crate) fn validate(&self) -> Result<(), RecoveryError> {
+        let fail = |what: &str| Err(RecoveryError::Config(what.to_string()));
         if self.election_timeout_ms == 0 {
             return fail("election_timeout_ms must be positive");
         }

@@ -48,7 +48,7 @@ pub enum ProposeError {
 
 /// The persisted state handed to [`crate::Raft::new`] is inconsistent.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum RestoreError {
+pub enum RecoveryError {
     #[error("log entries are not contiguous at index {index}")]
     Gap { index: LogIndex },
     #[error("log entry {index} has term {term}, older than its predecessor's")]

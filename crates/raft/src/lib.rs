@@ -1,16 +1,29 @@
 //! chorus-raft: the sans-IO Raft core.
 pub mod action;
 pub mod config;
+mod election;
 pub mod error;
+mod log;
 pub mod machine;
+mod membership;
 pub mod message;
+mod progress;
+mod raft;
+mod read;
+mod replication;
+mod snapshot;
 pub mod types;
 
 pub use action::*;
 pub use config::Config;
-pub use error::{ProposeError, RestoreError, StepError};
-pub use machine::{ApplyMeta, Effect, Effects, Machine, SubscriberId};
+pub use election::TransferOutcome;
+pub use error::{ProposeError, RecoveryError, StepError};
+pub use machine::{ApplyMeta, Effect, Effects, Machine, RestoreError, SubscriberId};
+pub use membership::MembershipChange;
 pub use message::*;
+#[cfg(feature = "planted-bugs")]
+pub use raft::PlantedBugs;
+pub use raft::{Raft, Status};
 pub use types::*;
 
 /// What a server recovered from its storage, handed to [`Raft::new`].

@@ -1,0 +1,872 @@
+//! One simulated run: N servers, a network, disks, clients and faults, all
+//! driven by one seeded RNG and one event queue.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chorus_raft::{
+    Action, ClusterId, Config, Configuration, Envelope, MembershipChange, Priority, ProposeError, Raft, ReplyTo,
+    RequestId, Role, ServerId, StepError,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::checker::Checker;
+use crate::disk::Disk;
+use crate::kv::{KvCommand, KvQuery, KvReply, SimKv};
+use crate::linearizability::{self, KvOp, KvOutput, Operation, Verdict};
+
+/// Planted protocol bugs a run can switch on (see `chorus_raft::PlantedBugs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    pub commit_previous_term: bool,
+    pub double_vote: bool,
+    pub read_without_read_index: bool,
+}
+
+impl Bugs {
+    /// The `--bug` flags that reproduce this set.
+    pub fn flags(&self) -> String {
+        let mut flags = String::new();
+        for (on, name) in [
+            (self.commit_previous_term, "commit-previous-term"),
+            (self.double_vote, "double-vote"),
+            (self.read_without_read_index, "read-without-read-index"),
+        ] {
+            if on {
+                flags.push_str(" --bug ");
+                flags.push_str(name);
+            }
+        }
+        flags
+    }
+}
+
+/// Everything a run does follows from these; [`SimConfig::from_seed`]
+/// derives them all from the seed, so the seed alone replays a run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub clients: usize,
+    pub keys: u64,
+    pub loss_percent: u32,
+    pub duplicate_percent: u32,
+    /// Network delay is uniform in 0.1 ms ..= this (µs); varying delays reorder.
+    pub delay_max_us: u64,
+    pub partitions: bool,
+    pub crashes: bool,
+    /// Faults strike at random intervals up to this long (µs).
+    pub fault_interval_max_us: u64,
+    /// Per-node clock rate error, up to ± this many parts per million.
+    pub clock_skew_ppm: i64,
+    pub membership_changes: bool,
+    pub transfers: bool,
+    pub low_priority_percent: u32,
+    /// The machine releases a cursor every this many commands.
+    pub release_every: u64,
+    pub snapshot_interval_entries_min: u64,
+    pub snapshot_chunk_bytes: usize,
+    /// Replication batch and window sizes (small ones stretch replication
+    /// over many messages, which exposes more interleavings).
+    pub append_entries_max: usize,
+    pub inflight_appends_max: usize,
+    pub fault_phase_ms: u64,
+    pub heal_phase_ms: u64,
+    pub bugs: Bugs,
+}
+
+impl SimConfig {
+    pub fn from_seed(seed: u64, bugs: Bugs) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0f1_6000_0000);
+        let nodes = [1, 3, 3, 3, 5, 5][rng.gen_range(0..6)];
+        SimConfig {
+            seed,
+            nodes,
+            clients: rng.gen_range(1..=6),
+            keys: rng.gen_range(1..=4),
+            loss_percent: [0, 0, 1, 5, 15][rng.gen_range(0..5)],
+            duplicate_percent: [0, 0, 2, 10][rng.gen_range(0..4)],
+            delay_max_us: [300, 2_000, 10_000, 40_000][rng.gen_range(0..4)],
+            partitions: rng.gen_bool(0.7),
+            crashes: rng.gen_bool(0.7),
+            fault_interval_max_us: [60_000, 150_000, 400_000][rng.gen_range(0..3)],
+            clock_skew_ppm: [0, 10_000, 50_000][rng.gen_range(0..3)],
+            membership_changes: nodes > 1 && rng.gen_bool(0.4),
+            transfers: nodes > 1 && rng.gen_bool(0.4),
+            low_priority_percent: [0, 0, 30][rng.gen_range(0..3)],
+            release_every: [0, 7, 50][rng.gen_range(0..3)],
+            snapshot_interval_entries_min: [1, 16][rng.gen_range(0..2)],
+            snapshot_chunk_bytes: [16, 128, 1 << 20][rng.gen_range(0..3)],
+            append_entries_max: [1, 4, 64][rng.gen_range(0..3)],
+            inflight_appends_max: [4, 16][rng.gen_range(0..2)],
+            fault_phase_ms: 3_000,
+            heal_phase_ms: 3_000,
+            bugs,
+        }
+    }
+
+    /// The command line that replays this run.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "cargo run -p chorus-sim --release -- --seed {}{}",
+            self.seed,
+            self.bugs.flags()
+        )
+    }
+}
+
+/// Why a run failed, with the command that replays it.
+#[derive(Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub message: String,
+    pub replay: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seed {} failed: {}\n  replay: {}", self.seed, self.message, self.replay)
+    }
+}
+
+/// What a run did, for reports and for checking that runs are not trivial.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub events: u64,
+    pub messages: u64,
+    pub operations: usize,
+    pub completed: usize,
+    pub unknown: usize,
+    pub committed: u64,
+    pub leaders: usize,
+    pub crashes: u64,
+    pub snapshots_installed: u64,
+    pub membership_changes: u64,
+    pub transfers: u64,
+    /// A digest of the whole run: the same seed must give the same trace.
+    pub trace_digest: u64,
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick(usize),
+    Deliver { to: usize, incarnation: u64, envelope: Envelope },
+    Sync { node: usize, incarnation: u64 },
+    ClientNext(usize),
+    ClientTimeout { client: usize, op: usize },
+    Fault,
+    Admin,
+    Heal,
+}
+
+struct Node {
+    raft: Option<Raft<SimKv>>,
+    disk: Disk,
+    incarnation: u64,
+    rate_ppm: i64,
+    offset_ms: u64,
+    /// Requests this incarnation holds: request id → (client, history index).
+    requests: BTreeMap<u64, (usize, usize)>,
+}
+
+struct Client {
+    current: Option<usize>,
+    /// A request for `current` is held by some server: no other attempt
+    /// may start (a command sent twice would apply twice).
+    in_flight: bool,
+    target: usize,
+    /// The last value this client saw per key, for compare-and-swap.
+    seen: BTreeMap<u64, Option<u64>>,
+}
+
+pub struct Sim {
+    config: SimConfig,
+    rng: ChaCha8Rng,
+    now_us: u64,
+    sequence: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    history: Vec<Operation>,
+    /// Directed links that drop everything.
+    blocked: BTreeSet<(usize, usize)>,
+    loss_percent: u32,
+    duplicate_percent: u32,
+    healed_at_us: Option<u64>,
+    next_request: u64,
+    next_value: u64,
+    checker: Checker,
+    report: Report,
+    /// Print every event (set CHORUS_SIM_TRACE=1 when replaying a seed).
+    trace: bool,
+}
+
+const TICK_MS: u64 = 10;
+const OP_TIMEOUT_US: u64 = 1_500_000;
+const ELECTION_TIMEOUT_MS: u64 = 150;
+const HEARTBEAT_MS: u64 = 30;
+
+fn server_id(node: usize) -> ServerId {
+    ServerId(node as u64 + 1)
+}
+
+fn node_index(id: ServerId) -> usize {
+    (id.0 - 1) as usize
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let members = Configuration::voters((0..config.nodes).map(server_id));
+        let nodes = (0..config.nodes)
+            .map(|_| Node {
+                raft: None,
+                disk: Disk::new(members.clone()),
+                incarnation: 0,
+                rate_ppm: if config.clock_skew_ppm > 0 {
+                    rng.gen_range(-config.clock_skew_ppm..=config.clock_skew_ppm)
+                } else {
+                    0
+                },
+                offset_ms: rng.gen_range(0..1_000_000),
+                requests: BTreeMap::new(),
+            })
+            .collect();
+        let clients = (0..config.clients)
+            .map(|_| Client {
+                current: None,
+                in_flight: false,
+                target: rng.gen_range(0..config.nodes),
+                seen: BTreeMap::new(),
+            })
+            .collect();
+        Sim {
+            loss_percent: config.loss_percent,
+            duplicate_percent: config.duplicate_percent,
+            config,
+            rng,
+            now_us: 0,
+            sequence: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            clients,
+            history: Vec::new(),
+            blocked: BTreeSet::new(),
+            healed_at_us: None,
+            next_request: 1,
+            next_value: 1,
+            checker: Checker::default(),
+            report: Report::default(),
+            trace: std::env::var_os("CHORUS_SIM_TRACE").is_some(),
+        }
+    }
+
+    fn fail(&self, message: String) -> Failure {
+        Failure {
+            seed: self.config.seed,
+            message,
+            replay: self.config.replay_command(),
+        }
+    }
+
+    fn schedule(&mut self, at_us: u64, event: Event) {
+        self.sequence += 1;
+        self.queue.insert((at_us, self.sequence), event);
+    }
+
+    fn local_ms(&self, node: usize) -> u64 {
+        let n = &self.nodes[node];
+        let scaled = (self.now_us as i128 * (1_000_000 + n.rate_ppm as i128) / 1_000_000) as u64;
+        n.offset_ms + scaled / 1_000
+    }
+
+    /// Global µs after which `ms` of the node's local time has passed.
+    fn local_delay_us(&self, node: usize, ms: u64) -> u64 {
+        let rate = 1_000_000 + self.nodes[node].rate_ppm;
+        (ms * 1_000 * 1_000_000 / rate as u64).max(1)
+    }
+
+    fn start_node(&mut self, node: usize) -> Result<(), Failure> {
+        let mut config = Config::new(ClusterId(7), server_id(node));
+        config.election_timeout_ms = ELECTION_TIMEOUT_MS;
+        config.heartbeat_interval_ms = HEARTBEAT_MS;
+        config.snapshot_interval_entries_min = self.config.snapshot_interval_entries_min;
+        config.snapshot_chunk_bytes = self.config.snapshot_chunk_bytes;
+        config.append_entries_max = self.config.append_entries_max;
+        config.inflight_appends_max = self.config.inflight_appends_max;
+        config.low_priority_batch_max = 8;
+        let persisted = self.nodes[node].disk.recover();
+        let seed = self.rng.gen();
+        let now = self.local_ms(node);
+        let raft = Raft::new(
+            config,
+            persisted,
+            SimKv::new(self.config.release_every),
+            seed,
+            now,
+        )
+        .map_err(|e| self.fail(format!("node {node} cannot restart from its disk: {e}")))?;
+        #[cfg(feature = "planted-bugs")]
+        {
+            let mut raft = raft;
+            raft.plant_bugs(chorus_raft::PlantedBugs {
+                commit_previous_term: self.config.bugs.commit_previous_term,
+                double_vote: self.config.bugs.double_vote,
+                read_without_read_index: self.config.bugs.read_without_read_index,
+            });
+            self.nodes[node].raft = Some(raft);
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            self.nodes[node].raft = Some(raft);
+        }
+        self.nodes[node].incarnation += 1;
+        self.checker.node_restarted(node, self.nodes[node].raft.as_ref());
+        let first_tick = self.now_us + self.local_delay_us(node, TICK_MS);
+        self.schedule(first_tick, Event::Tick(node));
+        Ok(())
+    }
+
+    fn crash_node(&mut self, node: usize) {
+        let queued = self.nodes[node].disk.queued_writes();
+        let kept = self.rng.gen_range(0..=queued);
+        let n = &mut self.nodes[node];
+        n.raft = None;
+        n.disk.crash(kept);
+        n.requests.clear();
+        self.report.crashes += 1;
+    }
+
+    /// Run to the end; check everything.
+    pub fn run(mut self) -> Result<Report, Failure> {
+        for node in 0..self.config.nodes {
+            self.start_node(node)?;
+        }
+        // ra: a brand-new cluster needs one election triggered.
+        let first = self.rng.gen_range(0..self.config.nodes);
+        let now = self.local_ms(first);
+        if let Some(raft) = self.nodes[first].raft.as_mut() {
+            raft.trigger_election(now);
+        }
+        self.process_actions(first)?;
+        for client in 0..self.config.clients {
+            let at = self.rng.gen_range(0..50_000);
+            self.schedule(at, Event::ClientNext(client));
+        }
+        if self.config.partitions || self.config.crashes || self.config.loss_percent > 0 {
+            let at = self.rng.gen_range(50_000..300_000);
+            self.schedule(at, Event::Fault);
+        }
+        if self.config.membership_changes || self.config.transfers {
+            let at = self.rng.gen_range(200_000..600_000);
+            self.schedule(at, Event::Admin);
+        }
+        let heal_at = self.config.fault_phase_ms * 1_000;
+        self.schedule(heal_at, Event::Heal);
+        let end_us = heal_at + self.config.heal_phase_ms * 1_000;
+
+        while let Some(((at, _), event)) = self.queue.pop_first() {
+            if at > end_us {
+                break;
+            }
+            self.now_us = at;
+            self.report.events += 1;
+            self.report.trace_digest = crate::kv::fnv(self.report.trace_digest, &at.to_le_bytes());
+            if self.trace {
+                eprintln!("{at:>10} {event:?}");
+            }
+            self.handle(event)?;
+            if self.report.events % 2_000 == 0 {
+                self.check_log_matching()?;
+            }
+        }
+        self.now_us = end_us;
+        self.finish()
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Failure> {
+        match event {
+            Event::Tick(node) => {
+                let now = self.local_ms(node);
+                let Some(raft) = self.nodes[node].raft.as_mut() else {
+                    return Ok(());
+                };
+                raft.tick(now);
+                let next = self.now_us + self.local_delay_us(node, TICK_MS);
+                self.schedule(next, Event::Tick(node));
+                self.process_actions(node)?;
+            }
+            Event::Deliver {
+                to,
+                incarnation,
+                envelope,
+            } => {
+                if self.nodes[to].incarnation != incarnation {
+                    return Ok(());
+                }
+                let now = self.local_ms(to);
+                let Some(raft) = self.nodes[to].raft.as_mut() else {
+                    return Ok(());
+                };
+                self.report.trace_digest = crate::kv::fnv(self.report.trace_digest, envelope.message.kind().as_bytes());
+                match raft.step(now, envelope) {
+                    Ok(()) | Err(StepError::Terminated) => {}
+                    Err(error) => return Err(self.fail(format!("node {to} refused a message: {error}"))),
+                }
+                self.process_actions(to)?;
+            }
+            Event::Sync { node, incarnation } => {
+                if self.nodes[node].incarnation != incarnation {
+                    return Ok(());
+                }
+                let now = self.local_ms(node);
+                let n = &mut self.nodes[node];
+                let Some(raft) = n.raft.as_mut() else { return Ok(()) };
+                if let Some((index, term)) = n.disk.sync() {
+                    raft.log_durable(now, index, term);
+                }
+                self.process_actions(node)?;
+            }
+            Event::ClientNext(client) => self.client_next(client)?,
+            Event::ClientTimeout { client, op } => {
+                if self.clients[client].current == Some(op) {
+                    self.finish_op(client, op, None);
+                }
+            }
+            Event::Fault => self.inject_fault()?,
+            Event::Admin => self.admin()?,
+            Event::Heal => {
+                self.healed_at_us = Some(self.now_us);
+                self.blocked.clear();
+                self.loss_percent = 0;
+                self.duplicate_percent = 0;
+                for node in 0..self.config.nodes {
+                    if self.nodes[node].raft.is_none() {
+                        self.start_node(node)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process_actions(&mut self, node: usize) -> Result<(), Failure> {
+        let Some(raft) = self.nodes[node].raft.as_mut() else {
+            return Ok(());
+        };
+        let actions = raft.take_actions();
+        for action in actions {
+            match action {
+                Action::SaveHardState(hard_state) => self.nodes[node].disk.save_hard_state(hard_state),
+                Action::AppendLog(entries) => {
+                    if self.nodes[node].disk.append(entries) {
+                        let at = self.now_us + self.rng.gen_range(100..3_000);
+                        let incarnation = self.nodes[node].incarnation;
+                        self.schedule(at, Event::Sync { node, incarnation });
+                    }
+                }
+                Action::SaveSnapshot {
+                    meta,
+                    data,
+                    keep_log_after,
+                } => {
+                    if !keep_log_after || self.nodes[node].raft.as_ref().is_some_and(|r| r.role() == Role::Follower) {
+                        self.report.snapshots_installed += 1;
+                    }
+                    self.nodes[node].disk.save_snapshot(meta, data, keep_log_after);
+                }
+                Action::Send(envelope) => self.send(node, envelope),
+                Action::Reply { request, reply, .. } => {
+                    let output = match reply {
+                        KvReply::Ok => KvOutput::Ok,
+                        KvReply::Swapped(swapped) => KvOutput::Swapped(swapped),
+                    };
+                    self.reply(node, request, Some(output));
+                }
+                Action::QueryReply { request, reply } => self.reply(node, request, Some(KvOutput::Value(reply))),
+                Action::Abandoned { reply_to, .. } => {
+                    if let ReplyTo::Request(request) = reply_to {
+                        // The command may still commit: its outcome is unknown.
+                        self.reply(node, request, None);
+                    }
+                }
+                Action::QueryAbandoned { request, leader } => {
+                    // A read that was never confirmed had no effect: retry.
+                    let retry = self.nodes[node].requests.remove(&request.0);
+                    if let Some((client, _)) = retry.filter(|(c, op)| self.clients[*c].current == Some(*op)) {
+                        self.clients[client].in_flight = false;
+                        if let Some(leader) = leader {
+                            self.clients[client].target = node_index(leader);
+                        }
+                        let at = self.now_us + 1_000;
+                        self.schedule(at, Event::ClientNext(client));
+                    }
+                }
+                Action::RoleChanged { role, term, leader } => {
+                    if self.trace {
+                        eprintln!("{:>10} node {node}: {role:?} term {term} leader {leader:?}", self.now_us);
+                    }
+                }
+                Action::Applied { .. } | Action::Effect(_) => {}
+                Action::EndOfLife => return Err(self.fail(format!("node {node} reached end of life unasked"))),
+                Action::ApplyHalted { index, reason } => {
+                    return Err(self.fail(format!("node {node} halted applying at {index}: {reason}")))
+                }
+            }
+        }
+        let raft = self.nodes[node].raft.as_ref();
+        if let Some(raft) = raft {
+            self.checker.check_node(node, raft).map_err(|m| self.fail(m))?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, from: usize, envelope: Envelope) {
+        self.report.messages += 1;
+        let to = node_index(envelope.to);
+        if to >= self.nodes.len() || self.blocked.contains(&(from, to)) {
+            return;
+        }
+        if self.rng.gen_range(0..100) < self.loss_percent {
+            return;
+        }
+        let copies = if self.rng.gen_range(0..100) < self.duplicate_percent { 2 } else { 1 };
+        let incarnation = self.nodes[to].incarnation;
+        for _ in 0..copies {
+            let at = self.now_us + self.rng.gen_range(100..=self.config.delay_max_us.max(100));
+            self.schedule(
+                at,
+                Event::Deliver {
+                    to,
+                    incarnation,
+                    envelope: envelope.clone(),
+                },
+            );
+        }
+    }
+
+    // ----- clients ----------------------------------------------------------
+
+    fn client_next(&mut self, client: usize) -> Result<(), Failure> {
+        if self.clients[client].in_flight {
+            // A stale retry: the current attempt is still being served.
+            return Ok(());
+        }
+        let op = match self.clients[client].current {
+            Some(op) => op,
+            None => {
+                let key = self.rng.gen_range(0..self.config.keys);
+                let kind = self.rng.gen_range(0..3);
+                let op = match kind {
+                    0 => KvOp::Get { key },
+                    1 => {
+                        self.next_value += 1;
+                        KvOp::Put {
+                            key,
+                            value: self.next_value,
+                        }
+                    }
+                    _ => {
+                        self.next_value += 1;
+                        let expected = self.clients[client].seen.get(&key).copied().flatten();
+                        KvOp::Cas {
+                            key,
+                            expected,
+                            new: self.next_value,
+                        }
+                    }
+                };
+                let index = self.history.len();
+                self.history.push(Operation {
+                    client: client as u64,
+                    invoke: self.now_us,
+                    complete: u64::MAX,
+                    op,
+                    output: None,
+                });
+                self.clients[client].current = Some(index);
+                self.schedule(self.now_us + OP_TIMEOUT_US, Event::ClientTimeout { client, op: index });
+                index
+            }
+        };
+        let node = self.clients[client].target;
+        let now = self.local_ms(node);
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        let low = self.rng.gen_range(0..100) < self.config.low_priority_percent;
+        let Some(raft) = self.nodes[node].raft.as_mut() else {
+            self.clients[client].target = self.rng.gen_range(0..self.config.nodes);
+            self.schedule(self.now_us + 5_000, Event::ClientNext(client));
+            return Ok(());
+        };
+        let result = match self.history[op].op.clone() {
+            KvOp::Get { key } => raft.consistent_query(now, request, KvQuery { key }),
+            KvOp::Put { key, value } => raft.propose(
+                now,
+                KvCommand::Put { key, value },
+                if low { Priority::Low } else { Priority::Normal },
+                ReplyTo::Request(request),
+            ),
+            KvOp::Cas { key, expected, new } => raft.propose(
+                now,
+                KvCommand::Cas { key, expected, new },
+                Priority::Normal,
+                ReplyTo::Request(request),
+            ),
+        };
+        match result {
+            Ok(()) => {
+                self.clients[client].in_flight = true;
+                self.nodes[node].requests.insert(request.0, (client, op));
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                self.clients[client].target = match leader {
+                    Some(leader) => node_index(leader),
+                    None => self.rng.gen_range(0..self.config.nodes),
+                };
+                let at = self.now_us + self.rng.gen_range(1_000..10_000);
+            self.schedule(at, Event::ClientNext(client));
+            }
+            Err(_) => {
+                let at = self.now_us + self.rng.gen_range(5_000..20_000);
+            self.schedule(at, Event::ClientNext(client));
+            }
+        }
+        self.process_actions(node)
+    }
+
+    fn reply(&mut self, node: usize, request: RequestId, output: Option<KvOutput>) {
+        let Some((client, op)) = self.nodes[node].requests.remove(&request.0) else {
+            return;
+        };
+        if self.trace {
+            eprintln!("{:>10} node {node} answers client {client} op #{op}: {output:?}", self.now_us);
+        }
+        if self.clients[client].current == Some(op) {
+            self.finish_op(client, op, output);
+        }
+    }
+
+    fn finish_op(&mut self, client: usize, op: usize, output: Option<KvOutput>) {
+        let entry = &mut self.history[op];
+        if output.is_some() {
+            entry.complete = self.now_us;
+            self.report.completed += 1;
+        } else {
+            self.report.unknown += 1;
+        }
+        match (&entry.op, &output) {
+            (KvOp::Get { key }, Some(KvOutput::Value(value))) => {
+                self.clients[client].seen.insert(*key, *value);
+            }
+            (KvOp::Put { key, value }, Some(_)) => {
+                self.clients[client].seen.insert(*key, Some(*value));
+            }
+            (KvOp::Cas { key, new, .. }, Some(KvOutput::Swapped(true))) => {
+                self.clients[client].seen.insert(*key, Some(*new));
+            }
+            _ => {}
+        }
+        entry.output = output;
+        self.clients[client].current = None;
+        self.clients[client].in_flight = false;
+        let think = self.rng.gen_range(0..5_000);
+        self.schedule(self.now_us + think, Event::ClientNext(client));
+    }
+
+    // ----- faults -----------------------------------------------------------
+
+    fn inject_fault(&mut self) -> Result<(), Failure> {
+        if self.healed_at_us.is_some() {
+            return Ok(());
+        }
+        let n = self.config.nodes;
+        match self.rng.gen_range(0..6) {
+            0 | 1 if self.config.partitions && n > 1 => {
+                // Cut the nodes in two groups, or one way between two nodes.
+                self.blocked.clear();
+                if self.rng.gen_bool(0.3) {
+                    let a = self.rng.gen_range(0..n);
+                    let b = (a + self.rng.gen_range(1..n)) % n;
+                    self.blocked.insert((a, b));
+                } else {
+                    let side: Vec<bool> = (0..n).map(|_| self.rng.gen_bool(0.5)).collect();
+                    for a in 0..n {
+                        for b in 0..n {
+                            if side[a] != side[b] {
+                                self.blocked.insert((a, b));
+                            }
+                        }
+                    }
+                }
+            }
+            2 => self.blocked.clear(),
+            3 | 4 if self.config.crashes => {
+                // Leaders are the interesting victims (Raft Figure 8): crash
+                // the newest one half the time, else anyone.
+                let node = match self.newest_leader() {
+                    Some(leader) if self.rng.gen_bool(0.5) => leader,
+                    _ => self.rng.gen_range(0..n),
+                };
+                if self.nodes[node].raft.is_some() {
+                    self.crash_node(node);
+                } else {
+                    self.start_node(node)?;
+                }
+            }
+            _ => {
+                self.loss_percent = [0, 1, 5, 20][self.rng.gen_range(0..4)].max(self.config.loss_percent.min(5));
+            }
+        }
+        let next = self.now_us + self.rng.gen_range(20_000..=self.config.fault_interval_max_us);
+        self.schedule(next, Event::Fault);
+        Ok(())
+    }
+
+    /// The running server that leads the newest term, if any.
+    fn newest_leader(&self) -> Option<usize> {
+        (0..self.config.nodes)
+            .filter(|i| self.nodes[*i].raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
+            .max_by_key(|i| self.nodes[*i].raft.as_ref().map_or(0, |r| r.term()))
+    }
+
+    fn admin(&mut self) -> Result<(), Failure> {
+        if self.healed_at_us.is_some() {
+            return Ok(());
+        }
+        if let Some(leader) = self.newest_leader() {
+            let now = self.local_ms(leader);
+            let n = self.config.nodes;
+            let target = self.rng.gen_range(0..n);
+            let change = self.config.membership_changes && (!self.config.transfers || self.rng.gen_bool(0.5));
+            if let Some(raft) = self.nodes[leader].raft.as_mut() {
+                if change {
+                    let id = server_id(target);
+                    let members = raft.membership().clone();
+                    let change = if members.contains(id) {
+                        MembershipChange::Remove(id)
+                    } else if self.rng.gen_bool(0.5) {
+                        MembershipChange::AddPromotable(id)
+                    } else {
+                        MembershipChange::AddVoter(id)
+                    };
+                    if raft.change_membership(now, change).is_ok() {
+                        self.report.membership_changes += 1;
+                    }
+                } else if raft.transfer_leadership(now, server_id(target)).is_ok() {
+                    self.report.transfers += 1;
+                }
+            }
+            self.process_actions(leader)?;
+        }
+        let next = self.now_us + self.rng.gen_range(150_000..600_000);
+        self.schedule(next, Event::Admin);
+        Ok(())
+    }
+
+    // ----- final checks -----------------------------------------------------
+
+    fn check_log_matching(&self) -> Result<(), Failure> {
+        let rafts: Vec<&Raft<SimKv>> = self.nodes.iter().filter_map(|n| n.raft.as_ref()).collect();
+        crate::checker::check_log_matching(&rafts).map_err(|m| self.fail(m))
+    }
+
+    fn finish(mut self) -> Result<Report, Failure> {
+        self.check_log_matching()?;
+        // Liveness: once faults heal, the cluster elects a leader and serves.
+        let healed = self.healed_at_us.unwrap_or(0);
+        let leader = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref())
+            .any(|r| r.role() == Role::Leader && r.membership().is_voter(r.id()));
+        if !leader {
+            let statuses: Vec<String> = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.raft.as_ref())
+                .map(|r| format!("\n    {:?} next deadline {:?}", r.status(), r.next_deadline_ms()))
+                .collect();
+            return Err(self.fail(format!(
+                "liveness: no leader {} ms after faults healed; servers:{}",
+                self.config.heal_phase_ms,
+                statuses.concat()
+            )));
+        }
+        let served = self
+            .history
+            .iter()
+            .any(|op| op.invoke >= healed && op.output.is_some());
+        if !served {
+            return Err(self.fail(format!(
+                "liveness: no client operation completed in the {} ms after faults healed",
+                self.config.heal_phase_ms
+            )));
+        }
+        // Operations still running at the end have unknown outcomes.
+        match linearizability::check(&self.history, 2_000_000) {
+            Verdict::Linearizable => {}
+            Verdict::Violation { .. } => {
+                let prefix = shortest_failing_prefix(&self.history);
+                let verdict = linearizability::check(&prefix, 2_000_000);
+                let description = linearizability::describe(&prefix, &verdict);
+                return Err(self.fail(format!("client history is not linearizable:\n{description}")));
+            }
+            Verdict::Undecided { key } => {
+                return Err(self.fail(format!("linearizability undecided for key {key} within the step budget")));
+            }
+        }
+        self.report.operations = self.history.len();
+        self.report.committed = self.checker.committed();
+        self.report.leaders = self.checker.leaders();
+        Ok(self.report)
+    }
+}
+
+/// The history as it stood at time `at`: operations invoked by then, those
+/// not yet answered then having unknown outcomes.
+fn history_at(history: &[Operation], at: u64) -> Vec<Operation> {
+    history
+        .iter()
+        .filter(|op| op.invoke <= at)
+        .map(|op| {
+            let mut op = op.clone();
+            if op.complete > at {
+                op.output = None;
+                op.complete = u64::MAX;
+            }
+            op
+        })
+        .collect()
+}
+
+/// The shortest prefix of a non-linearizable history that is already not
+/// linearizable (binary search on time), so a report shows where it broke.
+fn shortest_failing_prefix(history: &[Operation]) -> Vec<Operation> {
+    let mut times: Vec<u64> = history
+        .iter()
+        .flat_map(|op| [op.invoke, op.complete])
+        .filter(|t| *t != u64::MAX)
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let fails = |at: u64| {
+        matches!(
+            linearizability::check(&history_at(history, at), 2_000_000),
+            Verdict::Violation { .. }
+        )
+    };
+    let (mut low, mut high) = (0, times.len());
+    while low < high {
+        let middle = (low + high) / 2;
+        if fails(times[middle]) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    match times.get(low) {
+        Some(at) => history_at(history, *at),
+        None => history.to_vec(),
+    }
+}

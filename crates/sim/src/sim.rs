@@ -53,8 +53,19 @@ pub struct SimConfig {
     pub duplicate_percent: u32,
     /// Network delay is uniform in 0.1 ms ..= this (µs); varying delays reorder.
     pub delay_max_us: u64,
+    /// Whether a link may reorder messages. When not, each link is FIFO, as
+    /// over the runtime's one TCP connection per node pair.
+    pub reorder: bool,
     pub partitions: bool,
     pub crashes: bool,
+    /// Crash leaders moments after they win (Raft Figure 8 needs exactly
+    /// that: a new leader dying before its own entries replicate).
+    pub crash_new_leaders: bool,
+    /// The Figure-8 adversary: every few tens of ms crash whoever leads,
+    /// restarting crashed servers whenever fewer than a quorum are up, so
+    /// leaders keep dying with their entries half-replicated.
+    pub leader_churn: bool,
+    pub election_timeout_ms: u64,
     /// Faults strike at random intervals up to this long (µs).
     pub fault_interval_max_us: u64,
     /// Per-node clock rate error, up to ± this many parts per million.
@@ -79,16 +90,28 @@ impl SimConfig {
     pub fn from_seed(seed: u64, bugs: Bugs) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0f1_6000_0000);
         let nodes = [1, 3, 3, 3, 5, 5][rng.gen_range(0..6)];
-        SimConfig {
+        let leader_churn = nodes >= 3 && rng.gen_bool(0.2);
+        let mut config = SimConfig {
             seed,
             nodes,
             clients: rng.gen_range(1..=6),
             keys: rng.gen_range(1..=4),
             loss_percent: [0, 0, 1, 5, 15][rng.gen_range(0..5)],
             duplicate_percent: [0, 0, 2, 10][rng.gen_range(0..4)],
-            delay_max_us: [300, 2_000, 10_000, 40_000][rng.gen_range(0..4)],
+            // Raft §5.6 needs broadcast time ≪ election timeout: the short
+            // churn timeouts get the short delays.
+            delay_max_us: if leader_churn {
+                [300, 2_000][rng.gen_range(0..2)]
+            } else {
+                [300, 2_000, 10_000, 40_000][rng.gen_range(0..4)]
+            },
+            reorder: rng.gen_bool(0.3),
             partitions: rng.gen_bool(0.7),
             crashes: rng.gen_bool(0.7),
+            crash_new_leaders: rng.gen_bool(0.3),
+            leader_churn,
+            // Churn wants many elections: shorter timeouts and a longer run.
+            election_timeout_ms: if leader_churn { 40 } else { 150 },
             fault_interval_max_us: [60_000, 150_000, 400_000][rng.gen_range(0..3)],
             clock_skew_ppm: [0, 10_000, 50_000][rng.gen_range(0..3)],
             membership_changes: nodes > 1 && rng.gen_bool(0.4),
@@ -97,12 +120,21 @@ impl SimConfig {
             release_every: [0, 7, 50][rng.gen_range(0..3)],
             snapshot_interval_entries_min: [1, 16][rng.gen_range(0..2)],
             snapshot_chunk_bytes: [16, 128, 1 << 20][rng.gen_range(0..3)],
-            append_entries_max: [1, 4, 64][rng.gen_range(0..3)],
+            append_entries_max: 0,
             inflight_appends_max: [4, 16][rng.gen_range(0..2)],
-            fault_phase_ms: 3_000,
+            fault_phase_ms: if leader_churn { 8_000 } else { 3_000 },
             heal_phase_ms: 3_000,
             bugs,
-        }
+        };
+        // Tiny batches stretch replication over many messages; on slow
+        // links that would make a far-behind member take longer to catch
+        // up than the run lasts, so they only go with fast links.
+        config.append_entries_max = if config.delay_max_us <= 2_000 {
+            [1, 4, 64][rng.gen_range(0..3)]
+        } else {
+            64
+        };
+        config
     }
 
     /// The command line that replays this run.
@@ -155,6 +187,9 @@ enum Event {
     ClientNext(usize),
     ClientTimeout { client: usize, op: usize },
     Fault,
+    Restart(usize),
+    Crash { node: usize, incarnation: u64 },
+    Churn,
     Admin,
     Heal,
 }
@@ -190,6 +225,8 @@ pub struct Sim {
     history: Vec<Operation>,
     /// Directed links that drop everything.
     blocked: BTreeSet<(usize, usize)>,
+    /// Per directed link, the latest scheduled delivery (FIFO links).
+    link_clock: BTreeMap<(usize, usize), u64>,
     loss_percent: u32,
     duplicate_percent: u32,
     healed_at_us: Option<u64>,
@@ -201,10 +238,7 @@ pub struct Sim {
     trace: bool,
 }
 
-const TICK_MS: u64 = 10;
 const OP_TIMEOUT_US: u64 = 1_500_000;
-const ELECTION_TIMEOUT_MS: u64 = 150;
-const HEARTBEAT_MS: u64 = 30;
 
 fn server_id(node: usize) -> ServerId {
     ServerId(node as u64 + 1)
@@ -252,6 +286,7 @@ impl Sim {
             clients,
             history: Vec::new(),
             blocked: BTreeSet::new(),
+            link_clock: BTreeMap::new(),
             healed_at_us: None,
             next_request: 1,
             next_value: 1,
@@ -288,8 +323,8 @@ impl Sim {
 
     fn start_node(&mut self, node: usize) -> Result<(), Failure> {
         let mut config = Config::new(ClusterId(7), server_id(node));
-        config.election_timeout_ms = ELECTION_TIMEOUT_MS;
-        config.heartbeat_interval_ms = HEARTBEAT_MS;
+        config.election_timeout_ms = self.config.election_timeout_ms;
+        config.heartbeat_interval_ms = self.config.election_timeout_ms / 5;
         config.snapshot_interval_entries_min = self.config.snapshot_interval_entries_min;
         config.snapshot_chunk_bytes = self.config.snapshot_chunk_bytes;
         config.append_entries_max = self.config.append_entries_max;
@@ -322,7 +357,7 @@ impl Sim {
         }
         self.nodes[node].incarnation += 1;
         self.checker.node_restarted(node, self.nodes[node].raft.as_ref());
-        let first_tick = self.now_us + self.local_delay_us(node, TICK_MS);
+        let first_tick = self.now_us + self.local_delay_us(node, self.tick_ms());
         self.schedule(first_tick, Event::Tick(node));
         Ok(())
     }
@@ -356,6 +391,9 @@ impl Sim {
         if self.config.partitions || self.config.crashes || self.config.loss_percent > 0 {
             let at = self.rng.gen_range(50_000..300_000);
             self.schedule(at, Event::Fault);
+        }
+        if self.config.leader_churn && self.config.crashes {
+            self.schedule(self.config.election_timeout_ms * 3_000, Event::Churn);
         }
         if self.config.membership_changes || self.config.transfers {
             let at = self.rng.gen_range(200_000..600_000);
@@ -392,7 +430,7 @@ impl Sim {
                     return Ok(());
                 };
                 raft.tick(now);
-                let next = self.now_us + self.local_delay_us(node, TICK_MS);
+                let next = self.now_us + self.local_delay_us(node, self.tick_ms());
                 self.schedule(next, Event::Tick(node));
                 self.process_actions(node)?;
             }
@@ -422,7 +460,11 @@ impl Sim {
                 let now = self.local_ms(node);
                 let n = &mut self.nodes[node];
                 let Some(raft) = n.raft.as_mut() else { return Ok(()) };
-                if let Some((index, term)) = n.disk.sync() {
+                let synced = n.disk.sync();
+                if self.trace {
+                    eprintln!("{:>10} node {node}: synced {synced:?}", self.now_us);
+                }
+                if let Some((index, term)) = synced {
                     raft.log_durable(now, index, term);
                 }
                 self.process_actions(node)?;
@@ -434,6 +476,41 @@ impl Sim {
                 }
             }
             Event::Fault => self.inject_fault()?,
+            Event::Crash { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation && self.nodes[node].raft.is_some() && self.healed_at_us.is_none() {
+                    self.crash_node(node);
+                    let at = self.now_us + self.rng.gen_range(10_000..=self.config.fault_interval_max_us);
+                    self.schedule(at, Event::Restart(node));
+                }
+            }
+            Event::Churn => {
+                if self.healed_at_us.is_some() {
+                    return Ok(());
+                }
+                if let Some(leader) = self.newest_leader() {
+                    self.crash_node(leader);
+                }
+                let n = self.config.nodes;
+                let up = (0..n).filter(|i| self.nodes[*i].raft.is_some()).count();
+                if up <= n / 2 {
+                    let down: Vec<usize> = (0..n).filter(|i| self.nodes[*i].raft.is_none()).collect();
+                    let node = down[self.rng.gen_range(0..down.len())];
+                    self.start_node(node)?;
+                }
+                // Mostly short pauses, sometimes long enough to elect.
+                let pause = if self.rng.gen_bool(0.1) {
+                    self.rng.gen_range(0..self.config.election_timeout_ms * 1_000)
+                } else {
+                    self.rng.gen_range(0..13_000)
+                };
+                let at = self.now_us + pause + 1;
+                self.schedule(at, Event::Churn);
+            }
+            Event::Restart(node) => {
+                if self.nodes[node].raft.is_none() && self.healed_at_us.is_none() {
+                    self.start_node(node)?;
+                }
+            }
             Event::Admin => self.admin()?,
             Event::Heal => {
                 self.healed_at_us = Some(self.now_us);
@@ -459,6 +536,10 @@ impl Sim {
             match action {
                 Action::SaveHardState(hard_state) => self.nodes[node].disk.save_hard_state(hard_state),
                 Action::AppendLog(entries) => {
+                    if self.trace {
+                        let range = entries.first().zip(entries.last()).map(|(a, b)| (a.index, b.index, b.term));
+                        eprintln!("{:>10} node {node}: write {range:?}", self.now_us);
+                    }
                     if self.nodes[node].disk.append(entries) {
                         let at = self.now_us + self.rng.gen_range(100..3_000);
                         let incarnation = self.nodes[node].incarnation;
@@ -503,6 +584,16 @@ impl Sim {
                     }
                 }
                 Action::RoleChanged { role, term, leader } => {
+                    if role == Role::Leader
+                        && self.config.crashes
+                        && self.config.crash_new_leaders
+                        && self.healed_at_us.is_none()
+                        && self.rng.gen_bool(0.5)
+                    {
+                        let at = self.now_us + self.rng.gen_range(0..30_000);
+                        let incarnation = self.nodes[node].incarnation;
+                        self.schedule(at, Event::Crash { node, incarnation });
+                    }
                     if self.trace {
                         eprintln!("{:>10} node {node}: {role:?} term {term} leader {leader:?}", self.now_us);
                     }
@@ -533,7 +624,12 @@ impl Sim {
         let copies = if self.rng.gen_range(0..100) < self.duplicate_percent { 2 } else { 1 };
         let incarnation = self.nodes[to].incarnation;
         for _ in 0..copies {
-            let at = self.now_us + self.rng.gen_range(100..=self.config.delay_max_us.max(100));
+            let mut at = self.now_us + self.rng.gen_range(100..=self.config.delay_max_us.max(100));
+            if !self.config.reorder {
+                let last = self.link_clock.entry((from, to)).or_insert(0);
+                at = at.max(*last);
+                *last = at;
+            }
             self.schedule(
                 at,
                 Event::Deliver {
@@ -710,6 +806,8 @@ impl Sim {
                 };
                 if self.nodes[node].raft.is_some() {
                     self.crash_node(node);
+                    let at = self.now_us + self.rng.gen_range(10_000..=self.config.fault_interval_max_us);
+                    self.schedule(at, Event::Restart(node));
                 } else {
                     self.start_node(node)?;
                 }
@@ -721,6 +819,11 @@ impl Sim {
         let next = self.now_us + self.rng.gen_range(20_000..=self.config.fault_interval_max_us);
         self.schedule(next, Event::Fault);
         Ok(())
+    }
+
+    /// Servers tick at a tenth of the election timeout.
+    fn tick_ms(&self) -> u64 {
+        (self.config.election_timeout_ms / 10).max(1)
     }
 
     /// The running server that leads the newest term, if any.
@@ -771,6 +874,15 @@ impl Sim {
         crate::checker::check_log_matching(&rafts).map_err(|m| self.fail(m))
     }
 
+    /// Every running server's status, for failure reports.
+    fn statuses(&self) -> String {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref())
+            .map(|r| format!("\n    {:?} next deadline {:?}", r.status(), r.next_deadline_ms()))
+            .collect()
+    }
+
     fn finish(mut self) -> Result<Report, Failure> {
         self.check_log_matching()?;
         // Liveness: once faults heal, the cluster elects a leader and serves.
@@ -781,16 +893,10 @@ impl Sim {
             .filter_map(|n| n.raft.as_ref())
             .any(|r| r.role() == Role::Leader && r.membership().is_voter(r.id()));
         if !leader {
-            let statuses: Vec<String> = self
-                .nodes
-                .iter()
-                .filter_map(|n| n.raft.as_ref())
-                .map(|r| format!("\n    {:?} next deadline {:?}", r.status(), r.next_deadline_ms()))
-                .collect();
             return Err(self.fail(format!(
                 "liveness: no leader {} ms after faults healed; servers:{}",
                 self.config.heal_phase_ms,
-                statuses.concat()
+                self.statuses()
             )));
         }
         let served = self
@@ -799,8 +905,9 @@ impl Sim {
             .any(|op| op.invoke >= healed && op.output.is_some());
         if !served {
             return Err(self.fail(format!(
-                "liveness: no client operation completed in the {} ms after faults healed",
-                self.config.heal_phase_ms
+                "liveness: no client operation completed in the {} ms after faults healed; servers:{}",
+                self.config.heal_phase_ms,
+                self.statuses()
             )));
         }
         // Operations still running at the end have unknown outcomes.

@@ -66,7 +66,8 @@ impl Config {
         if self.election_timeout_ms == 0 {
             return fail("election_timeout_ms must be positive");
         }
-        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.election_timeout_ms {
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.election_timeout_ms
+        {
             return fail("heartbeat_interval_ms must be positive and below election_timeout_ms");
         }
         if self.append_entries_max == 0 || self.inflight_appends_max == 0 {

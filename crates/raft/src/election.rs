@@ -62,7 +62,11 @@ impl<M: Machine> Raft<M> {
                     );
                 }
                 Message::PreVote(_) => {
-                    self.send(envelope.from, self.term, Message::PreVoteResponse(VoteResponse { granted: false }));
+                    self.send(
+                        envelope.from,
+                        self.term,
+                        Message::PreVoteResponse(VoteResponse { granted: false }),
+                    );
                 }
                 _ => {}
             }
@@ -134,7 +138,11 @@ impl<M: Machine> Raft<M> {
             machine_version: M::VERSION,
             leadership_transfer,
         };
-        let voters: Vec<ServerId> = self.membership().voter_ids().filter(|id| *id != self.config.id).collect();
+        let voters: Vec<ServerId> = self
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != self.config.id)
+            .collect();
         for voter in voters {
             let message = if pre_vote {
                 Message::PreVote(request.clone())
@@ -176,11 +184,19 @@ impl<M: Machine> Raft<M> {
         }
     }
 
-    pub(crate) fn on_vote_request(&mut self, from: ServerId, term: Term, request: VoteRequest, pre_vote: bool) {
+    pub(crate) fn on_vote_request(
+        &mut self,
+        from: ServerId,
+        term: Term,
+        request: VoteRequest,
+        pre_vote: bool,
+    ) {
         // Raft §5.4.1: only vote for a candidate whose log is at least as up
         // to date as ours. And never for code older than ours, so an upgraded
         // cluster stays led by upgraded code.
-        let log_ok = self.log.is_up_to_date(request.last_log_index, request.last_log_term)
+        let log_ok = self
+            .log
+            .is_up_to_date(request.last_log_index, request.last_log_term)
             && request.machine_version >= M::VERSION;
         let granted = if pre_vote {
             // Thesis §9.6: grant a pre-vote only if we too have not heard
@@ -189,7 +205,8 @@ impl<M: Machine> Raft<M> {
         } else {
             // Raft §5.2: at most one vote per term, first come first served
             // (observe_term has already moved us to `term`).
-            let can_vote = self.voted_for == Some(from) || (self.voted_for.is_none() && self.leader.is_none());
+            let can_vote =
+                self.voted_for == Some(from) || (self.voted_for.is_none() && self.leader.is_none());
             #[cfg(feature = "planted-bugs")]
             let can_vote = can_vote || self.bugs.double_vote;
             term == self.term && can_vote && log_ok
@@ -212,7 +229,13 @@ impl<M: Machine> Raft<M> {
         self.send(from, reply_term, message);
     }
 
-    pub(crate) fn on_vote_response(&mut self, from: ServerId, term: Term, granted: bool, pre_vote: bool) {
+    pub(crate) fn on_vote_response(
+        &mut self,
+        from: ServerId,
+        term: Term,
+        granted: bool,
+        pre_vote: bool,
+    ) {
         let expected = match (self.role, pre_vote) {
             (Role::PreCandidate, true) => term == self.term + 1,
             (Role::Candidate, false) => term == self.term,
@@ -236,10 +259,16 @@ impl<M: Machine> Raft<M> {
     /// Hand leadership to `target` (ra's `transfer_leadership`): stop taking
     /// proposals, bring the target up to date, tell it to campaign. Abandoned
     /// after an election timeout.
-    pub fn transfer_leadership(&mut self, now_ms: u64, target: ServerId) -> Result<TransferOutcome, ProposeError> {
+    pub fn transfer_leadership(
+        &mut self,
+        now_ms: u64,
+        target: ServerId,
+    ) -> Result<TransferOutcome, ProposeError> {
         self.tick(now_ms);
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         if target == self.config.id {
             return Ok(TransferOutcome::AlreadyLeader);
@@ -257,7 +286,9 @@ impl<M: Machine> Raft<M> {
 
     /// Send TimeoutNow once the transfer target has every entry.
     pub(crate) fn maybe_send_timeout_now(&mut self, peer: ServerId) {
-        let Some((target, _)) = self.transfer else { return };
+        let Some((target, _)) = self.transfer else {
+            return;
+        };
         if target != peer {
             return;
         }

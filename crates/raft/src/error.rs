@@ -12,7 +12,10 @@ pub enum StepError {
     #[error("message addressed to {to} reached {me}")]
     Misaddressed { to: ServerId, me: ServerId },
     #[error("malformed append from {from}: {reason}")]
-    MalformedAppend { from: ServerId, reason: &'static str },
+    MalformedAppend {
+        from: ServerId,
+        reason: &'static str,
+    },
     #[error("malformed snapshot chunk from {from}: {reason}")]
     MalformedSnapshot { from: ServerId, reason: String },
     #[error("server has reached end of life")]
@@ -26,7 +29,9 @@ pub enum ProposeError {
     NotLeader { leader: Option<ServerId> },
     #[error("a membership change is already in progress")]
     ConfigChangeInProgress,
-    #[error("the leader has not yet committed an entry of its term; membership changes wait for it")]
+    #[error(
+        "the leader has not yet committed an entry of its term; membership changes wait for it"
+    )]
     LeaderNotReady,
     #[error("{0} is already a member")]
     AlreadyMember(ServerId),

@@ -33,7 +33,10 @@ pub(crate) enum AppendOutcome {
     Mismatch,
     /// The log matches the leader's through `matched`; `written` holds the
     /// entries that had to be (re)written, first index truncating the rest.
-    Matched { matched: LogIndex, written: Vec<Entry> },
+    Matched {
+        matched: LogIndex,
+        written: Vec<Entry>,
+    },
 }
 
 impl RaftLog {
@@ -80,7 +83,8 @@ impl RaftLog {
     /// Raft §5.4.1: a candidate's log is at least as up to date as ours if its
     /// last term is newer, or equal with an index at least as large.
     pub(crate) fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// Entries from `from` on, at most `count_max` of them and about
@@ -104,13 +108,20 @@ impl RaftLog {
 
     /// Leader append: the entry must extend the log by exactly one index.
     pub(crate) fn push(&mut self, entry: Entry) {
-        assert_eq!(entry.index, self.last_index() + 1, "leader appends must be contiguous");
+        assert_eq!(
+            entry.index,
+            self.last_index() + 1,
+            "leader appends must be contiguous"
+        );
         self.entries.push_back(entry);
     }
 
     /// Remove every entry at `from` and after.
     pub(crate) fn truncate_from(&mut self, from: LogIndex) {
-        assert!(from > self.commit, "Raft §5.3: committed entries are never truncated");
+        assert!(
+            from > self.commit,
+            "Raft §5.3: committed entries are never truncated"
+        );
         let keep = (from - self.snapshot_index - 1) as usize;
         self.entries.truncate(keep);
         self.durable = self.durable.min(from - 1);
@@ -120,12 +131,19 @@ impl RaftLog {
     /// skip entries already present, truncate at the first conflict and append
     /// the rest. The caller has validated that `entries` are contiguous from
     /// `prev_index + 1` and that no conflict reaches the commit index.
-    pub(crate) fn try_append(&mut self, prev_index: LogIndex, prev_term: Term, entries: &[Entry]) -> AppendOutcome {
+    pub(crate) fn try_append(
+        &mut self,
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: &[Entry],
+    ) -> AppendOutcome {
         if self.term(prev_index) != Some(prev_term) {
             return AppendOutcome::Mismatch;
         }
         let matched = prev_index + entries.len() as u64;
-        let first_new = entries.iter().position(|e| self.term(e.index) != Some(e.term));
+        let first_new = entries
+            .iter()
+            .position(|e| self.term(e.index) != Some(e.term));
         let written = match first_new {
             None => Vec::new(),
             Some(position) => {
@@ -195,4 +213,36 @@ impl RaftLog {
     pub(crate) fn entries(&self) -> impl DoubleEndedIterator<Item = &Entry> {
         self.entries.iter()
     }
+}
+
+/// How a run of entries fails to continue a log.
+pub(crate) enum RunFault {
+    /// The entry at this position does not carry the next index.
+    Gap { index: LogIndex },
+    /// The entry at `index` has a term older than its predecessor's.
+    TermRegression { index: LogIndex, term: Term },
+}
+
+/// Check that `entries` continue a log ending at (`prev_index`,
+/// `prev_term`): contiguous indexes, terms never decreasing (Raft §5.3's log
+/// shape). Returns the last term.
+pub(crate) fn check_run(
+    prev_index: LogIndex,
+    prev_term: Term,
+    entries: &[Entry],
+) -> Result<Term, RunFault> {
+    let mut last_term = prev_term;
+    for (expected, entry) in (prev_index + 1..).zip(entries) {
+        if entry.index != expected {
+            return Err(RunFault::Gap { index: expected });
+        }
+        if entry.term < last_term {
+            return Err(RunFault::TermRegression {
+                index: entry.index,
+                term: entry.term,
+            });
+        }
+        last_term = entry.term;
+    }
+    Ok(last_term)
 }

@@ -25,14 +25,16 @@ pub struct ApplyMeta {
 /// A local subscriber of machine messages (ra's `send_msg` target). The
 /// runtime hands these out; the machine stores them in its state when a
 /// command registers one.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize,
+)]
 pub struct SubscriberId(pub u64);
 
 /// Side effects a machine asks for. They run on the leader only, after the
 /// entry that produced them is applied, except `ReleaseCursor`, which every
 /// replica honours (each keeps its own log bounded).
 #[derive(Debug)]
-pub enum Effect<M: Machine + ?Sized> {
+pub enum Effect<M: Machine> {
     /// Deliver a message to a local subscriber.
     Send {
         to: SubscriberId,
@@ -56,11 +58,11 @@ pub enum Effect<M: Machine + ?Sized> {
 }
 
 /// Collects the effects of one callback.
-pub struct Effects<M: Machine + ?Sized> {
+pub struct Effects<M: Machine> {
     pub(crate) list: Vec<Effect<M>>,
 }
 
-impl<M: Machine + ?Sized> Effects<M> {
+impl<M: Machine> Effects<M> {
     pub(crate) fn new() -> Self {
         Effects { list: Vec::new() }
     }

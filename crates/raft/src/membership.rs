@@ -26,13 +26,19 @@ impl<M: Machine> Raft<M> {
     /// Append a membership change (ra's `add_member` / `remove_member`): it
     /// takes effect at once and the call returns the entry's index; it is
     /// safe once committed.
-    pub fn change_membership(&mut self, now_ms: u64, change: MembershipChange) -> Result<LogIndex, ProposeError> {
+    pub fn change_membership(
+        &mut self,
+        now_ms: u64,
+        change: MembershipChange,
+    ) -> Result<LogIndex, ProposeError> {
         self.tick(now_ms);
         self.check_can_propose()?;
         self.check_can_change_membership()?;
         let mut config = self.membership().clone();
         match change {
-            MembershipChange::AddVoter(id) | MembershipChange::AddNonVoter(id) | MembershipChange::AddPromotable(id) => {
+            MembershipChange::AddVoter(id)
+            | MembershipChange::AddNonVoter(id)
+            | MembershipChange::AddPromotable(id) => {
                 if config.contains(id) {
                     return Err(ProposeError::AlreadyMember(id));
                 }
@@ -78,7 +84,9 @@ impl<M: Machine> Raft<M> {
     /// configuration entry above the snapshot, the snapshot's is in force,
     /// and it is committed.
     pub(crate) fn config_committed(&self) -> bool {
-        self.configs.last().is_none_or(|(index, _)| *index <= self.log.commit)
+        self.configs
+            .last()
+            .is_none_or(|(index, _)| *index <= self.log.commit)
     }
 
     /// Leader: keep a progress record for every member but itself.
@@ -106,10 +114,15 @@ impl<M: Machine> Raft<M> {
         if self.role != Role::Leader || self.transfer.is_some() {
             return;
         }
-        let Some(Membership::Promotable { target_index }) = self.membership().members.get(&peer).copied() else {
+        let Some(Membership::Promotable { target_index }) =
+            self.membership().members.get(&peer).copied()
+        else {
             return;
         };
-        let caught_up = self.progress.get(&peer).is_some_and(|p| p.match_index >= target_index);
+        let caught_up = self
+            .progress
+            .get(&peer)
+            .is_some_and(|p| p.match_index >= target_index);
         if !caught_up || self.check_can_change_membership().is_err() {
             return;
         }

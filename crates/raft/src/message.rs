@@ -131,16 +131,10 @@ pub struct SnapshotChunk {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum SnapshotResponse {
     /// Chunks up to `next_offset` are held; send the next one.
-    Chunk {
-        index: LogIndex,
-        next_offset: u64,
-    },
+    Chunk { index: LogIndex, next_offset: u64 },
     /// The snapshot at `index` is installed and durable.
     Installed { index: LogIndex },
     /// The chunk did not fit the transfer in progress; restart from
     /// `next_offset` (0 restarts the transfer).
-    Retry {
-        index: LogIndex,
-        next_offset: u64,
-    },
+    Retry { index: LogIndex, next_offset: u64 },
 }

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::action::{Abandoned, Action, CallerId, Correlation, ReplyTo};
 use crate::config::Config;
 use crate::error::{RecoveryError, StepError};
-use crate::log::RaftLog;
+use crate::log::{RaftLog, RunFault};
 use crate::machine::{Effect, Effects, Machine};
 use crate::message::{Envelope, Message};
 use crate::progress::Progress;
@@ -113,7 +113,13 @@ impl<M: Machine> Raft<M> {
     /// Build a server from what its storage recovered. `machine` is the
     /// initial state, used when there is no snapshot; `seed` drives every
     /// random choice (election timeouts), so the same inputs replay exactly.
-    pub fn new(config: Config, persisted: Persisted, machine: M, seed: u64, now_ms: u64) -> Result<Self, RecoveryError> {
+    pub fn new(
+        config: Config,
+        persisted: Persisted,
+        machine: M,
+        seed: u64,
+        now_ms: u64,
+    ) -> Result<Self, RecoveryError> {
         config.validate()?;
         let Persisted {
             hard_state,
@@ -121,24 +127,17 @@ impl<M: Machine> Raft<M> {
             entries,
             initial_config,
         } = persisted;
-        let (snapshot_index, snapshot_term) = snapshot.as_ref().map_or((0, 0), |(m, _)| (m.index, m.term));
+        let (snapshot_index, snapshot_term) =
+            snapshot.as_ref().map_or((0, 0), |(m, _)| (m.index, m.term));
         // Validate at the gateway: the log must be contiguous with
         // non-decreasing terms, and the hard state no older than the log.
-        let mut expected = snapshot_index + 1;
-        let mut previous_term = snapshot_term;
-        for entry in &entries {
-            if entry.index != expected {
-                return Err(RecoveryError::Gap { index: expected });
-            }
-            if entry.term < previous_term {
-                return Err(RecoveryError::TermRegression {
-                    index: entry.index,
-                    term: entry.term,
-                });
-            }
-            expected += 1;
-            previous_term = entry.term;
-        }
+        let previous_term = crate::log::check_run(snapshot_index, snapshot_term, &entries)
+            .map_err(|fault| match fault {
+                RunFault::Gap { index } => RecoveryError::Gap { index },
+                RunFault::TermRegression { index, term } => {
+                    RecoveryError::TermRegression { index, term }
+                }
+            })?;
         if hard_state.term < previous_term {
             return Err(RecoveryError::TermBehindLog {
                 hard_term: hard_state.term,
@@ -231,8 +230,12 @@ impl<M: Machine> Raft<M> {
         match envelope.message {
             Message::PreVote(request) => self.on_vote_request(from, envelope.term, request, true),
             Message::Vote(request) => self.on_vote_request(from, envelope.term, request, false),
-            Message::PreVoteResponse(response) => self.on_vote_response(from, envelope.term, response.granted, true),
-            Message::VoteResponse(response) => self.on_vote_response(from, envelope.term, response.granted, false),
+            Message::PreVoteResponse(response) => {
+                self.on_vote_response(from, envelope.term, response.granted, true)
+            }
+            Message::VoteResponse(response) => {
+                self.on_vote_response(from, envelope.term, response.granted, false)
+            }
             Message::Append(request) => self.on_append(from, request)?,
             Message::AppendResponse(response) => self.on_append_response(from, response),
             Message::Heartbeat(heartbeat) => self.on_heartbeat(from, heartbeat),
@@ -290,7 +293,9 @@ impl<M: Machine> Raft<M> {
         }
         match self.role {
             Role::Leader => {
-                let mut deadline = self.heartbeat_deadline_ms.min(self.quorum_check_deadline_ms);
+                let mut deadline = self
+                    .heartbeat_deadline_ms
+                    .min(self.quorum_check_deadline_ms);
                 if let Some((_, until)) = self.transfer {
                     deadline = deadline.min(until);
                 }
@@ -347,7 +352,9 @@ impl<M: Machine> Raft<M> {
 
     /// The configuration in force (the newest in the log, thesis §4.1).
     pub fn membership(&self) -> &Configuration {
-        self.configs.last().map_or(&self.snapshot_config, |(_, c)| c)
+        self.configs
+            .last()
+            .map_or(&self.snapshot_config, |(_, c)| c)
     }
 
     // ----- shared helpers -------------------------------------------------
@@ -462,7 +469,7 @@ impl<M: Machine> Raft<M> {
             self.save_hard_state();
         }
         if self.role == Role::Leader {
-            self.step_down_cleanup();
+            self.step_down_cleanup(leader);
         }
         self.role = Role::Follower;
         self.leader = leader;
@@ -476,9 +483,8 @@ impl<M: Machine> Raft<M> {
     /// Everything a leader holds for its callers is released when it stops
     /// leading: waiting proposals get `Abandoned` (their entries may still
     /// commit), unconfirmed reads are returned to their callers.
-    fn step_down_cleanup(&mut self) {
+    fn step_down_cleanup(&mut self, leader: Option<ServerId>) {
         self.write_unwritten();
-        let leader = self.leader.filter(|l| *l != self.config.id);
         let commit = self.log.commit;
         // Entries up to the commit index will still be applied here and
         // answered; the rest have an unknown fate.
@@ -506,7 +512,11 @@ impl<M: Machine> Raft<M> {
     }
 
     pub(crate) fn become_leader(&mut self) {
-        assert_eq!(self.role, Role::Candidate, "only a candidate that won becomes leader");
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate that won becomes leader"
+        );
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.votes.clear();
@@ -528,7 +538,10 @@ impl<M: Machine> Raft<M> {
         self.append_entry(crate::types::Payload::Noop, ReplyTo::Nobody);
         let log_version = self.log_machine_version();
         if M::VERSION > log_version {
-            self.append_entry(crate::types::Payload::MachineVersion(M::VERSION), ReplyTo::Nobody);
+            self.append_entry(
+                crate::types::Payload::MachineVersion(M::VERSION),
+                ReplyTo::Nobody,
+            );
         }
         self.announce_role();
         self.broadcast_append();
@@ -556,7 +569,11 @@ impl<M: Machine> Raft<M> {
                     if self.role == Role::Leader {
                         // A machine-requested command has no caller; if the
                         // leader is busy it will be asked again at the next tick.
-                        let _ = self.propose_command(command, crate::types::Priority::Normal, ReplyTo::Nobody);
+                        let _ = self.propose_command(
+                            command,
+                            crate::types::Priority::Normal,
+                            ReplyTo::Nobody,
+                        );
                     }
                 }
                 other => {
@@ -585,9 +602,19 @@ impl<M: Machine> Raft<M> {
     pub(crate) fn deliver_reply(&mut self, reply_to: ReplyTo, index: LogIndex, reply: M::Reply) {
         match reply_to {
             ReplyTo::Nobody => {}
-            ReplyTo::Request(request) => self.actions.push(Action::Reply { request, index, reply }),
-            ReplyTo::Stream { caller, correlation } => {
-                self.stream_replies.entry(caller).or_default().push((correlation, reply));
+            ReplyTo::Request(request) => self.actions.push(Action::Reply {
+                request,
+                index,
+                reply,
+            }),
+            ReplyTo::Stream {
+                caller,
+                correlation,
+            } => {
+                self.stream_replies
+                    .entry(caller)
+                    .or_default()
+                    .push((correlation, reply));
             }
         }
     }

@@ -53,13 +53,20 @@ impl<M: Machine> Raft<M> {
     /// A linearizable query (ra's `consistent_query`): the answer reflects
     /// every command committed before the call. Answered later with
     /// [`Action::QueryReply`] or [`Action::QueryAbandoned`].
-    pub fn consistent_query(&mut self, now_ms: u64, request: RequestId, query: M::Query) -> Result<(), ProposeError> {
+    pub fn consistent_query(
+        &mut self,
+        now_ms: u64,
+        request: RequestId,
+        query: M::Query,
+    ) -> Result<(), ProposeError> {
         self.tick(now_ms);
         if self.terminated {
             return Err(ProposeError::Terminated);
         }
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         #[cfg(feature = "planted-bugs")]
         if self.bugs.read_without_read_index {
@@ -124,9 +131,16 @@ impl<M: Machine> Raft<M> {
         let Some(confirmed_round) = self.quorum_value(u64::MAX, |p| p.read_round) else {
             return;
         };
-        while self.reads.pending.front().is_some_and(|r| r.round <= confirmed_round) {
+        while self
+            .reads
+            .pending
+            .front()
+            .is_some_and(|r| r.round <= confirmed_round)
+        {
             if let Some(read) = self.reads.pending.pop_front() {
-                self.reads.ready.push_back((read.index, read.request, read.query));
+                self.reads
+                    .ready
+                    .push_back((read.index, read.request, read.query));
             }
         }
         self.answer_ready_reads();
@@ -134,7 +148,12 @@ impl<M: Machine> Raft<M> {
 
     /// Answer confirmed reads whose index the machine has applied.
     pub(crate) fn answer_ready_reads(&mut self) {
-        while self.reads.ready.front().is_some_and(|(index, _, _)| *index <= self.log.applied) {
+        while self
+            .reads
+            .ready
+            .front()
+            .is_some_and(|(index, _, _)| *index <= self.log.applied)
+        {
             if let Some((_, request, query)) = self.reads.ready.pop_front() {
                 let reply = self.machine.query(&query);
                 self.actions.push(Action::QueryReply { request, reply });
@@ -145,13 +164,16 @@ impl<M: Machine> Raft<M> {
     /// The leader lost its role: unconfirmed reads go back to their callers.
     /// Confirmed ones stay valid and are answered once applied.
     pub(crate) fn abandon_reads(&mut self, leader: Option<ServerId>) {
-        let blocked = std::mem::take(&mut self.reads.blocked).into_iter().map(|(r, _)| r);
+        let blocked = std::mem::take(&mut self.reads.blocked)
+            .into_iter()
+            .map(|(r, _)| r);
         let pending: Vec<RequestId> = std::mem::take(&mut self.reads.pending)
             .into_iter()
             .map(|r| r.request)
             .collect();
         for request in blocked.chain(pending) {
-            self.actions.push(Action::QueryAbandoned { request, leader });
+            self.actions
+                .push(Action::QueryAbandoned { request, leader });
         }
         self.reads.unsent = false;
     }

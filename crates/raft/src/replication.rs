@@ -7,7 +7,9 @@ use crate::action::{Action, ReplyTo};
 use crate::error::{ProposeError, StepError};
 use crate::log::AppendOutcome;
 use crate::machine::{ApplyMeta, Effect, Effects, Machine};
-use crate::message::{AppendRequest, AppendResponse, ConflictHint, Heartbeat, HeartbeatResponse, Message};
+use crate::message::{
+    AppendRequest, AppendResponse, ConflictHint, Heartbeat, HeartbeatResponse, Message,
+};
 use crate::progress::ReplicationState;
 use crate::raft::Raft;
 use crate::types::{Entry, LogIndex, MachineEvent, Payload, Priority, Role, ServerId};
@@ -31,7 +33,11 @@ impl<M: Machine> Raft<M> {
 
     /// Deliver a timer firing or a node up/down notice to the machine
     /// through the log (leader only).
-    pub fn propose_event(&mut self, now_ms: u64, event: MachineEvent) -> Result<LogIndex, ProposeError> {
+    pub fn propose_event(
+        &mut self,
+        now_ms: u64,
+        event: MachineEvent,
+    ) -> Result<LogIndex, ProposeError> {
         self.tick(now_ms);
         self.check_can_propose()?;
         Ok(self.append_entry(Payload::Event(event), ReplyTo::Nobody))
@@ -50,7 +56,9 @@ impl<M: Machine> Raft<M> {
             return Err(ProposeError::Terminated);
         }
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         if self.transfer.is_some() {
             // Thesis §3.10: the old leader stops accepting proposals while it
@@ -70,7 +78,8 @@ impl<M: Machine> Raft<M> {
         priority: Priority,
         reply_to: ReplyTo,
     ) -> Result<(), ProposeError> {
-        let data = postcard::to_allocvec(&command).map_err(|e| ProposeError::Encode(e.to_string()))?;
+        let data =
+            postcard::to_allocvec(&command).map_err(|e| ProposeError::Encode(e.to_string()))?;
         match priority {
             Priority::Normal => {
                 self.append_entry(Payload::Command(Bytes::from(data)), reply_to);
@@ -103,7 +112,10 @@ impl<M: Machine> Raft<M> {
     /// Close the current batch: append a batch of low-priority commands
     /// behind the normal ones, then replicate.
     pub(crate) fn flush_proposals(&mut self) {
-        let batch = self.low_priority.len().min(self.config.low_priority_batch_max);
+        let batch = self
+            .low_priority
+            .len()
+            .min(self.config.low_priority_batch_max);
         for _ in 0..batch {
             if let Some((data, reply_to)) = self.low_priority.pop_front() {
                 self.append_entry(Payload::Command(data), reply_to);
@@ -127,8 +139,13 @@ impl<M: Machine> Raft<M> {
     /// Send the follower what it is missing, as far as flow control allows.
     pub(crate) fn send_append(&mut self, peer: ServerId) {
         loop {
-            let Some(progress) = self.progress.get(&peer) else { return };
-            if !progress.can_send(self.config.inflight_appends_max, self.config.inflight_bytes_max) {
+            let Some(progress) = self.progress.get(&peer) else {
+                return;
+            };
+            if !progress.can_send(
+                self.config.inflight_appends_max,
+                self.config.inflight_bytes_max,
+            ) {
                 return;
             }
             let next = progress.next_index;
@@ -139,9 +156,11 @@ impl<M: Machine> Raft<M> {
                 self.start_snapshot_transfer(peer);
                 return;
             };
-            let entries = self
-                .log
-                .slice(next, self.config.append_entries_max, self.config.append_bytes_max);
+            let entries = self.log.slice(
+                next,
+                self.config.append_entries_max,
+                self.config.append_bytes_max,
+            );
             if entries.is_empty() && !is_probe {
                 return;
             }
@@ -163,7 +182,11 @@ impl<M: Machine> Raft<M> {
         }
     }
 
-    pub(crate) fn on_append(&mut self, from: ServerId, request: AppendRequest) -> Result<(), StepError> {
+    pub(crate) fn on_append(
+        &mut self,
+        from: ServerId,
+        request: AppendRequest,
+    ) -> Result<(), StepError> {
         // observe_term made us a follower of `from` if the term is current.
         if self.role != Role::Follower {
             // A candidate hearing from the leader of its term: Raft §5.2.
@@ -172,17 +195,16 @@ impl<M: Machine> Raft<M> {
         self.note_leader_contact(from);
         // Validate at the gateway: entries contiguous from prev + 1 with
         // terms that never exceed the leader's or go backwards.
-        let mut expected = request.prev_log_index + 1;
-        let mut previous_term = request.prev_log_term;
-        for entry in &request.entries {
-            if entry.index != expected || entry.term < previous_term || entry.term > self.term {
-                return Err(StepError::MalformedAppend {
-                    from,
-                    reason: "entries not contiguous or terms out of order",
-                });
-            }
-            expected += 1;
-            previous_term = entry.term;
+        let well_formed = crate::log::check_run(
+            request.prev_log_index,
+            request.prev_log_term,
+            &request.entries,
+        );
+        if !well_formed.is_ok_and(|last_term| last_term <= self.term) {
+            return Err(StepError::MalformedAppend {
+                from,
+                reason: "entries not contiguous, terms out of order or newer than the leader's",
+            });
         }
         // Entries at or below our snapshot are committed and so match the
         // leader's (Leader Completeness); skip them.
@@ -200,11 +222,18 @@ impl<M: Machine> Raft<M> {
                 &request.entries[skip..],
             )
         } else {
-            (request.prev_log_index, request.prev_log_term, &request.entries[..])
+            (
+                request.prev_log_index,
+                request.prev_log_term,
+                &request.entries[..],
+            )
         };
         // Never let a message overwrite a committed entry (State Machine
         // Safety): a leader that asks for it is faulty.
-        if let Some(conflict) = entries.iter().find(|e| self.log.term(e.index).is_some_and(|t| t != e.term)) {
+        if let Some(conflict) = entries
+            .iter()
+            .find(|e| self.log.term(e.index).is_some_and(|t| t != e.term))
+        {
             if conflict.index <= self.log.commit {
                 return Err(StepError::MalformedAppend {
                     from,
@@ -305,7 +334,9 @@ impl<M: Machine> Raft<M> {
             return;
         }
         let now = self.now_ms;
-        let Some(progress) = self.progress.get_mut(&from) else { return };
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
         progress.recently_active = true;
         match response {
             AppendResponse::Accepted { match_index } => {
@@ -322,7 +353,10 @@ impl<M: Machine> Raft<M> {
                 self.maybe_send_timeout_now(from);
                 self.send_append(from);
             }
-            AppendResponse::Rejected { prev_log_index, hint } => {
+            AppendResponse::Rejected {
+                prev_log_index,
+                hint,
+            } => {
                 progress.last_ack_ms = now;
                 // Ignore stale rejections (reordered or duplicated): one at
                 // or below what the follower has since matched, or, while
@@ -345,9 +379,14 @@ impl<M: Machine> Raft<M> {
                         None => hint.index,
                     }
                 };
-                let Some(progress) = self.progress.get_mut(&from) else { return };
+                let Some(progress) = self.progress.get_mut(&from) else {
+                    return;
+                };
                 progress.become_probe();
-                progress.next_index = next.clamp(progress.match_index + 1, prev_log_index.max(progress.match_index + 1));
+                progress.next_index = next.clamp(
+                    progress.match_index + 1,
+                    prev_log_index.max(progress.match_index + 1),
+                );
                 self.send_append(from);
             }
         }
@@ -380,7 +419,9 @@ impl<M: Machine> Raft<M> {
             return;
         }
         let last = self.log.last_index();
-        let Some(progress) = self.progress.get_mut(&from) else { return };
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
         progress.recently_active = true;
         progress.read_round = progress.read_round.max(response.read_round);
         progress.reported_last = response.last_index;
@@ -441,7 +482,11 @@ impl<M: Machine> Raft<M> {
     pub(crate) fn broadcast_heartbeat(&mut self) {
         self.read_round_sent();
         let round = self.reads.round;
-        let peers: Vec<(ServerId, LogIndex)> = self.progress.iter().map(|(id, p)| (*id, p.match_index)).collect();
+        let peers: Vec<(ServerId, LogIndex)> = self
+            .progress
+            .iter()
+            .map(|(id, p)| (*id, p.match_index))
+            .collect();
         for (peer, match_index) in peers {
             let heartbeat = Heartbeat {
                 commit: self.log.commit.min(match_index),
@@ -510,7 +555,10 @@ impl<M: Machine> Raft<M> {
                 Payload::Command(data) => match postcard::from_bytes::<M::Command>(&data) {
                     Ok(command) => reply = Some(self.machine.apply(&meta, command, &mut effects)),
                     Err(error) => {
-                        self.halt(index, format!("command cannot be decoded by this code: {error}"));
+                        self.halt(
+                            index,
+                            format!("command cannot be decoded by this code: {error}"),
+                        );
                         break;
                     }
                 },
@@ -519,7 +567,10 @@ impl<M: Machine> Raft<M> {
                     if version > M::VERSION {
                         self.halt(
                             index,
-                            format!("log requires machine version {version}, this code runs {}", M::VERSION),
+                            format!(
+                                "log requires machine version {version}, this code runs {}",
+                                M::VERSION
+                            ),
                         );
                         break;
                     }
@@ -532,7 +583,10 @@ impl<M: Machine> Raft<M> {
                 Payload::EndOfLife => self.end_of_life = Some(index),
             }
             self.log.applied = index;
-            let release = effects.list.iter().any(|e| matches!(e, Effect::ReleaseCursor));
+            let release = effects
+                .list
+                .iter()
+                .any(|e| matches!(e, Effect::ReleaseCursor));
             if let Some(reply) = reply {
                 if let Some(reply_to) = self.take_waiting(index) {
                     self.deliver_reply(reply_to, index, reply);
@@ -560,11 +614,14 @@ impl<M: Machine> Raft<M> {
     /// ra's end of life: a follower stops as soon as it applies the entry;
     /// the leader stops once every member holds it.
     pub(crate) fn maybe_finish_end_of_life(&mut self) {
-        let Some(index) = self.end_of_life else { return };
+        let Some(index) = self.end_of_life else {
+            return;
+        };
         if self.terminated || self.log.applied < index {
             return;
         }
-        let everyone_has_it = self.role != Role::Leader || self.progress.values().all(|p| p.match_index >= index);
+        let everyone_has_it =
+            self.role != Role::Leader || self.progress.values().all(|p| p.match_index >= index);
         if everyone_has_it {
             self.terminated = true;
             self.actions.push(Action::EndOfLife);

@@ -36,7 +36,9 @@ impl<M: Machine> Raft<M> {
         if index < self.log.snapshot_index() + self.config.snapshot_interval_entries_min {
             return;
         }
-        let Some(term) = self.log.term(index) else { return };
+        let Some(term) = self.log.term(index) else {
+            return;
+        };
         let data = Bytes::from(self.machine.snapshot());
         let meta = SnapshotMeta {
             index,
@@ -65,7 +67,9 @@ impl<M: Machine> Raft<M> {
 
     /// Leader: the follower needs entries that were compacted away.
     pub(crate) fn start_snapshot_transfer(&mut self, peer: ServerId) {
-        let Some((meta, _)) = &self.snapshot else { return };
+        let Some((meta, _)) = &self.snapshot else {
+            return;
+        };
         let index = meta.index;
         if let Some(progress) = self.progress.get_mut(&peer) {
             progress.become_snapshot(index);
@@ -74,8 +78,12 @@ impl<M: Machine> Raft<M> {
     }
 
     pub(crate) fn send_snapshot_chunk(&mut self, peer: ServerId) {
-        let Some((meta, data)) = &self.snapshot else { return };
-        let Some(progress) = self.progress.get_mut(&peer) else { return };
+        let Some((meta, data)) = &self.snapshot else {
+            return;
+        };
+        let Some(progress) = self.progress.get_mut(&peer) else {
+            return;
+        };
         let ReplicationState::Snapshot { index, offset } = progress.state else {
             return;
         };
@@ -105,7 +113,9 @@ impl<M: Machine> Raft<M> {
             return;
         }
         let now = self.now_ms;
-        let Some(progress) = self.progress.get_mut(&from) else { return };
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
         progress.recently_active = true;
         progress.last_ack_ms = now;
         let ReplicationState::Snapshot { index: sending, .. } = progress.state else {
@@ -123,9 +133,13 @@ impl<M: Machine> Raft<M> {
                 self.maybe_send_timeout_now(from);
                 self.send_append(from);
             }
-            SnapshotResponse::Chunk { index, next_offset } | SnapshotResponse::Retry { index, next_offset } => {
+            SnapshotResponse::Chunk { index, next_offset }
+            | SnapshotResponse::Retry { index, next_offset } => {
                 let offset = if index == sending { next_offset } else { 0 };
-                progress.state = ReplicationState::Snapshot { index: sending, offset };
+                progress.state = ReplicationState::Snapshot {
+                    index: sending,
+                    offset,
+                };
                 progress.waiting = false;
                 self.send_snapshot_chunk(from);
             }
@@ -135,7 +149,11 @@ impl<M: Machine> Raft<M> {
     /// Follower: one chunk of the leader's snapshot. Chunks are accepted only
     /// in order; the last one is checked against the announced size, restored
     /// and made durable before the leader is told (a barrier action).
-    pub(crate) fn on_snapshot_chunk(&mut self, from: ServerId, chunk: SnapshotChunk) -> Result<(), StepError> {
+    pub(crate) fn on_snapshot_chunk(
+        &mut self,
+        from: ServerId,
+        chunk: SnapshotChunk,
+    ) -> Result<(), StepError> {
         if self.role != Role::Follower {
             self.become_follower(self.term, Some(from));
         }
@@ -154,7 +172,13 @@ impl<M: Machine> Raft<M> {
         let malformed = |reason: String| StepError::MalformedSnapshot { from, reason };
         if chunk.offset + chunk.data.len() as u64 > chunk.meta.size_bytes {
             self.incoming_snapshot = None;
-            reply(self, SnapshotResponse::Retry { index, next_offset: 0 });
+            reply(
+                self,
+                SnapshotResponse::Retry {
+                    index,
+                    next_offset: 0,
+                },
+            );
             return Err(malformed(format!(
                 "chunk ends at {} past the snapshot's size {}",
                 chunk.offset + chunk.data.len() as u64,
@@ -168,7 +192,9 @@ impl<M: Machine> Raft<M> {
             });
         }
         let next_offset = match &mut self.incoming_snapshot {
-            Some(incoming) if incoming.meta == chunk.meta && incoming.data.len() as u64 == chunk.offset => {
+            Some(incoming)
+                if incoming.meta == chunk.meta && incoming.data.len() as u64 == chunk.offset =>
+            {
                 incoming.data.extend_from_slice(&chunk.data);
                 incoming.data.len() as u64
             }
@@ -178,7 +204,13 @@ impl<M: Machine> Raft<M> {
                 return Ok(());
             }
             _ => {
-                reply(self, SnapshotResponse::Retry { index, next_offset: 0 });
+                reply(
+                    self,
+                    SnapshotResponse::Retry {
+                        index,
+                        next_offset: 0,
+                    },
+                );
                 return Ok(());
             }
         };
@@ -190,7 +222,13 @@ impl<M: Machine> Raft<M> {
             return Ok(());
         };
         if data.len() as u64 != meta.size_bytes {
-            reply(self, SnapshotResponse::Retry { index, next_offset: 0 });
+            reply(
+                self,
+                SnapshotResponse::Retry {
+                    index,
+                    next_offset: 0,
+                },
+            );
             return Err(malformed(format!(
                 "snapshot ended at {} bytes, announced {}",
                 data.len(),
@@ -200,7 +238,13 @@ impl<M: Machine> Raft<M> {
         let machine = match M::restore(&data) {
             Ok(machine) => machine,
             Err(error) => {
-                reply(self, SnapshotResponse::Retry { index, next_offset: 0 });
+                reply(
+                    self,
+                    SnapshotResponse::Retry {
+                        index,
+                        next_offset: 0,
+                    },
+                );
                 return Err(malformed(error.to_string()));
             }
         };

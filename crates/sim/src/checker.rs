@@ -108,7 +108,8 @@ impl Checker {
     /// Raft §5.4: a new leader's log contains every committed entry.
     fn check_leader_completeness(&self, raft: &Raft<SimKv>) -> Result<(), String> {
         let status = raft.status();
-        let entries: BTreeMap<LogIndex, Term> = raft.log_entries().map(|e| (e.index, e.term)).collect();
+        let entries: BTreeMap<LogIndex, Term> =
+            raft.log_entries().map(|e| (e.index, e.term)).collect();
         for (index, (term, _)) in self.committed.range(status.snapshot_index + 1..) {
             if entries.get(index) != Some(term) {
                 return Err(format!(
@@ -128,7 +129,9 @@ pub fn check_log_matching(rafts: &[&Raft<SimKv>]) -> Result<(), String> {
         .map(|r| {
             (
                 r.id(),
-                r.log_entries().map(|e| (e.index, (e.term, payload_digest(e)))).collect(),
+                r.log_entries()
+                    .map(|e| (e.index, (e.term, payload_digest(e))))
+                    .collect(),
             )
         })
         .collect();

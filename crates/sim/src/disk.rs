@@ -74,7 +74,10 @@ impl Disk {
 
     fn apply(&mut self, write: Vec<Entry>) {
         let snapshot_index = self.snapshot.as_ref().map_or(0, |(m, _)| m.index);
-        let write: Vec<Entry> = write.into_iter().filter(|e| e.index > snapshot_index).collect();
+        let write: Vec<Entry> = write
+            .into_iter()
+            .filter(|e| e.index > snapshot_index)
+            .collect();
         let Some(first) = write.first() else { return };
         let next = snapshot_index + self.entries.len() as u64 + 1;
         assert!(
@@ -83,7 +86,8 @@ impl Disk {
             first.index,
             next - 1
         );
-        self.entries.truncate((first.index - snapshot_index - 1) as usize);
+        self.entries
+            .truncate((first.index - snapshot_index - 1) as usize);
         self.entries.extend(write);
     }
 

@@ -9,8 +9,15 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
-    Put { key: u64, value: u64 },
-    Cas { key: u64, expected: Option<u64>, new: u64 },
+    Put {
+        key: u64,
+        value: u64,
+    },
+    Cas {
+        key: u64,
+        expected: Option<u64>,
+        new: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +74,12 @@ impl Machine for SimKv {
     type QueryReply = Option<u64>;
     type Message = ();
 
-    fn apply(&mut self, meta: &ApplyMeta, command: KvCommand, effects: &mut Effects<Self>) -> KvReply {
+    fn apply(
+        &mut self,
+        meta: &ApplyMeta,
+        command: KvCommand,
+        effects: &mut Effects<Self>,
+    ) -> KvReply {
         let encoded = postcard::to_allocvec(&command).unwrap_or_default();
         self.digest = fnv(fnv(self.digest, &meta.index.to_le_bytes()), &encoded);
         self.commands += 1;
@@ -98,6 +110,8 @@ impl Machine for SimKv {
     }
 
     fn restore(data: &[u8]) -> Result<Self, RestoreError> {
-        postcard::from_bytes(data).map_err(|e| RestoreError { reason: e.to_string() })
+        postcard::from_bytes(data).map_err(|e| RestoreError {
+            reason: e.to_string(),
+        })
     }
 }

@@ -63,11 +63,7 @@ fn main() -> Result<()> {
             eprintln!("{done} seeds, {failures} failed, {:.0?}", started.elapsed());
         }
     }
-    println!(
-        "{} passed, {} failed",
-        args.count - failures,
-        failures
-    );
+    println!("{} passed, {} failed", args.count - failures, failures);
     if failures > 0 {
         bail!("{failures} seeds failed");
     }

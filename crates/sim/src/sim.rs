@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_raft::{
-    Action, ClusterId, Config, Configuration, Envelope, MembershipChange, Priority, ProposeError, Raft, ReplyTo,
-    RequestId, Role, ServerId, StepError,
+    Action, ClusterId, Config, Configuration, Envelope, MembershipChange, Priority, ProposeError,
+    Raft, ReplyTo, RequestId, Role, ServerId, StepError,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -157,7 +157,11 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "seed {} failed: {}\n  replay: {}", self.seed, self.message, self.replay)
+        write!(
+            f,
+            "seed {} failed: {}\n  replay: {}",
+            self.seed, self.message, self.replay
+        )
     }
 }
 
@@ -182,13 +186,26 @@ pub struct Report {
 #[derive(Debug)]
 enum Event {
     Tick(usize),
-    Deliver { to: usize, incarnation: u64, envelope: Envelope },
-    Sync { node: usize, incarnation: u64 },
+    Deliver {
+        to: usize,
+        incarnation: u64,
+        envelope: Envelope,
+    },
+    Sync {
+        node: usize,
+        incarnation: u64,
+    },
     ClientNext(usize),
-    ClientTimeout { client: usize, op: usize },
+    ClientTimeout {
+        client: usize,
+        op: usize,
+    },
     Fault,
     Restart(usize),
-    Crash { node: usize, incarnation: u64 },
+    Crash {
+        node: usize,
+        incarnation: u64,
+    },
     Churn,
     Admin,
     Heal,
@@ -356,7 +373,8 @@ impl Sim {
             self.nodes[node].raft = Some(raft);
         }
         self.nodes[node].incarnation += 1;
-        self.checker.node_restarted(node, self.nodes[node].raft.as_ref());
+        self.checker
+            .node_restarted(node, self.nodes[node].raft.as_ref());
         let first_tick = self.now_us + self.local_delay_us(node, self.tick_ms());
         self.schedule(first_tick, Event::Tick(node));
         Ok(())
@@ -446,10 +464,13 @@ impl Sim {
                 let Some(raft) = self.nodes[to].raft.as_mut() else {
                     return Ok(());
                 };
-                self.report.trace_digest = crate::kv::fnv(self.report.trace_digest, envelope.message.kind().as_bytes());
+                self.report.trace_digest =
+                    crate::kv::fnv(self.report.trace_digest, envelope.message.kind().as_bytes());
                 match raft.step(now, envelope) {
                     Ok(()) | Err(StepError::Terminated) => {}
-                    Err(error) => return Err(self.fail(format!("node {to} refused a message: {error}"))),
+                    Err(error) => {
+                        return Err(self.fail(format!("node {to} refused a message: {error}")))
+                    }
                 }
                 self.process_actions(to)?;
             }
@@ -459,7 +480,9 @@ impl Sim {
                 }
                 let now = self.local_ms(node);
                 let n = &mut self.nodes[node];
-                let Some(raft) = n.raft.as_mut() else { return Ok(()) };
+                let Some(raft) = n.raft.as_mut() else {
+                    return Ok(());
+                };
                 let synced = n.disk.sync();
                 if self.trace {
                     eprintln!("{:>10} node {node}: synced {synced:?}", self.now_us);
@@ -477,9 +500,15 @@ impl Sim {
             }
             Event::Fault => self.inject_fault()?,
             Event::Crash { node, incarnation } => {
-                if self.nodes[node].incarnation == incarnation && self.nodes[node].raft.is_some() && self.healed_at_us.is_none() {
+                if self.nodes[node].incarnation == incarnation
+                    && self.nodes[node].raft.is_some()
+                    && self.healed_at_us.is_none()
+                {
                     self.crash_node(node);
-                    let at = self.now_us + self.rng.gen_range(10_000..=self.config.fault_interval_max_us);
+                    let at = self.now_us
+                        + self
+                            .rng
+                            .gen_range(10_000..=self.config.fault_interval_max_us);
                     self.schedule(at, Event::Restart(node));
                 }
             }
@@ -493,13 +522,15 @@ impl Sim {
                 let n = self.config.nodes;
                 let up = (0..n).filter(|i| self.nodes[*i].raft.is_some()).count();
                 if up <= n / 2 {
-                    let down: Vec<usize> = (0..n).filter(|i| self.nodes[*i].raft.is_none()).collect();
+                    let down: Vec<usize> =
+                        (0..n).filter(|i| self.nodes[*i].raft.is_none()).collect();
                     let node = down[self.rng.gen_range(0..down.len())];
                     self.start_node(node)?;
                 }
                 // Mostly short pauses, sometimes long enough to elect.
                 let pause = if self.rng.gen_bool(0.1) {
-                    self.rng.gen_range(0..self.config.election_timeout_ms * 1_000)
+                    self.rng
+                        .gen_range(0..self.config.election_timeout_ms * 1_000)
                 } else {
                     self.rng.gen_range(0..13_000)
                 };
@@ -534,10 +565,15 @@ impl Sim {
         let actions = raft.take_actions();
         for action in actions {
             match action {
-                Action::SaveHardState(hard_state) => self.nodes[node].disk.save_hard_state(hard_state),
+                Action::SaveHardState(hard_state) => {
+                    self.nodes[node].disk.save_hard_state(hard_state)
+                }
                 Action::AppendLog(entries) => {
                     if self.trace {
-                        let range = entries.first().zip(entries.last()).map(|(a, b)| (a.index, b.index, b.term));
+                        let range = entries
+                            .first()
+                            .zip(entries.last())
+                            .map(|(a, b)| (a.index, b.index, b.term));
                         eprintln!("{:>10} node {node}: write {range:?}", self.now_us);
                     }
                     if self.nodes[node].disk.append(entries) {
@@ -551,10 +587,17 @@ impl Sim {
                     data,
                     keep_log_after,
                 } => {
-                    if !keep_log_after || self.nodes[node].raft.as_ref().is_some_and(|r| r.role() == Role::Follower) {
+                    if !keep_log_after
+                        || self.nodes[node]
+                            .raft
+                            .as_ref()
+                            .is_some_and(|r| r.role() == Role::Follower)
+                    {
                         self.report.snapshots_installed += 1;
                     }
-                    self.nodes[node].disk.save_snapshot(meta, data, keep_log_after);
+                    self.nodes[node]
+                        .disk
+                        .save_snapshot(meta, data, keep_log_after);
                 }
                 Action::Send(envelope) => self.send(node, envelope),
                 Action::Reply { request, reply, .. } => {
@@ -564,7 +607,9 @@ impl Sim {
                     };
                     self.reply(node, request, Some(output));
                 }
-                Action::QueryReply { request, reply } => self.reply(node, request, Some(KvOutput::Value(reply))),
+                Action::QueryReply { request, reply } => {
+                    self.reply(node, request, Some(KvOutput::Value(reply)))
+                }
                 Action::Abandoned { reply_to, .. } => {
                     if let ReplyTo::Request(request) = reply_to {
                         // The command may still commit: its outcome is unknown.
@@ -574,7 +619,9 @@ impl Sim {
                 Action::QueryAbandoned { request, leader } => {
                     // A read that was never confirmed had no effect: retry.
                     let retry = self.nodes[node].requests.remove(&request.0);
-                    if let Some((client, _)) = retry.filter(|(c, op)| self.clients[*c].current == Some(*op)) {
+                    if let Some((client, _)) =
+                        retry.filter(|(c, op)| self.clients[*c].current == Some(*op))
+                    {
                         self.clients[client].in_flight = false;
                         if let Some(leader) = leader {
                             self.clients[client].target = node_index(leader);
@@ -595,19 +642,28 @@ impl Sim {
                         self.schedule(at, Event::Crash { node, incarnation });
                     }
                     if self.trace {
-                        eprintln!("{:>10} node {node}: {role:?} term {term} leader {leader:?}", self.now_us);
+                        eprintln!(
+                            "{:>10} node {node}: {role:?} term {term} leader {leader:?}",
+                            self.now_us
+                        );
                     }
                 }
                 Action::Applied { .. } | Action::Effect(_) => {}
-                Action::EndOfLife => return Err(self.fail(format!("node {node} reached end of life unasked"))),
+                Action::EndOfLife => {
+                    return Err(self.fail(format!("node {node} reached end of life unasked")))
+                }
                 Action::ApplyHalted { index, reason } => {
-                    return Err(self.fail(format!("node {node} halted applying at {index}: {reason}")))
+                    return Err(
+                        self.fail(format!("node {node} halted applying at {index}: {reason}"))
+                    )
                 }
             }
         }
         let raft = self.nodes[node].raft.as_ref();
         if let Some(raft) = raft {
-            self.checker.check_node(node, raft).map_err(|m| self.fail(m))?;
+            self.checker
+                .check_node(node, raft)
+                .map_err(|m| self.fail(m))?;
         }
         Ok(())
     }
@@ -621,7 +677,11 @@ impl Sim {
         if self.rng.gen_range(0..100) < self.loss_percent {
             return;
         }
-        let copies = if self.rng.gen_range(0..100) < self.duplicate_percent { 2 } else { 1 };
+        let copies = if self.rng.gen_range(0..100) < self.duplicate_percent {
+            2
+        } else {
+            1
+        };
         let incarnation = self.nodes[to].incarnation;
         for _ in 0..copies {
             let mut at = self.now_us + self.rng.gen_range(100..=self.config.delay_max_us.max(100));
@@ -681,7 +741,10 @@ impl Sim {
                     output: None,
                 });
                 self.clients[client].current = Some(index);
-                self.schedule(self.now_us + OP_TIMEOUT_US, Event::ClientTimeout { client, op: index });
+                self.schedule(
+                    self.now_us + OP_TIMEOUT_US,
+                    Event::ClientTimeout { client, op: index },
+                );
                 index
             }
         };
@@ -721,11 +784,11 @@ impl Sim {
                     None => self.rng.gen_range(0..self.config.nodes),
                 };
                 let at = self.now_us + self.rng.gen_range(1_000..10_000);
-            self.schedule(at, Event::ClientNext(client));
+                self.schedule(at, Event::ClientNext(client));
             }
             Err(_) => {
                 let at = self.now_us + self.rng.gen_range(5_000..20_000);
-            self.schedule(at, Event::ClientNext(client));
+                self.schedule(at, Event::ClientNext(client));
             }
         }
         self.process_actions(node)
@@ -736,7 +799,10 @@ impl Sim {
             return;
         };
         if self.trace {
-            eprintln!("{:>10} node {node} answers client {client} op #{op}: {output:?}", self.now_us);
+            eprintln!(
+                "{:>10} node {node} answers client {client} op #{op}: {output:?}",
+                self.now_us
+            );
         }
         if self.clients[client].current == Some(op) {
             self.finish_op(client, op, output);
@@ -806,17 +872,24 @@ impl Sim {
                 };
                 if self.nodes[node].raft.is_some() {
                     self.crash_node(node);
-                    let at = self.now_us + self.rng.gen_range(10_000..=self.config.fault_interval_max_us);
+                    let at = self.now_us
+                        + self
+                            .rng
+                            .gen_range(10_000..=self.config.fault_interval_max_us);
                     self.schedule(at, Event::Restart(node));
                 } else {
                     self.start_node(node)?;
                 }
             }
             _ => {
-                self.loss_percent = [0, 1, 5, 20][self.rng.gen_range(0..4)].max(self.config.loss_percent.min(5));
+                self.loss_percent =
+                    [0, 1, 5, 20][self.rng.gen_range(0..4)].max(self.config.loss_percent.min(5));
             }
         }
-        let next = self.now_us + self.rng.gen_range(20_000..=self.config.fault_interval_max_us);
+        let next = self.now_us
+            + self
+                .rng
+                .gen_range(20_000..=self.config.fault_interval_max_us);
         self.schedule(next, Event::Fault);
         Ok(())
     }
@@ -829,7 +902,12 @@ impl Sim {
     /// The running server that leads the newest term, if any.
     fn newest_leader(&self) -> Option<usize> {
         (0..self.config.nodes)
-            .filter(|i| self.nodes[*i].raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
+            .filter(|i| {
+                self.nodes[*i]
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| r.role() == Role::Leader)
+            })
             .max_by_key(|i| self.nodes[*i].raft.as_ref().map_or(0, |r| r.term()))
     }
 
@@ -841,7 +919,8 @@ impl Sim {
             let now = self.local_ms(leader);
             let n = self.config.nodes;
             let target = self.rng.gen_range(0..n);
-            let change = self.config.membership_changes && (!self.config.transfers || self.rng.gen_bool(0.5));
+            let change = self.config.membership_changes
+                && (!self.config.transfers || self.rng.gen_bool(0.5));
             if let Some(raft) = self.nodes[leader].raft.as_mut() {
                 if change {
                     let id = server_id(target);
@@ -879,7 +958,13 @@ impl Sim {
         self.nodes
             .iter()
             .filter_map(|n| n.raft.as_ref())
-            .map(|r| format!("\n    {:?} next deadline {:?}", r.status(), r.next_deadline_ms()))
+            .map(|r| {
+                format!(
+                    "\n    {:?} next deadline {:?}",
+                    r.status(),
+                    r.next_deadline_ms()
+                )
+            })
             .collect()
     }
 
@@ -917,10 +1002,14 @@ impl Sim {
                 let prefix = shortest_failing_prefix(&self.history);
                 let verdict = linearizability::check(&prefix, 2_000_000);
                 let description = linearizability::describe(&prefix, &verdict);
-                return Err(self.fail(format!("client history is not linearizable:\n{description}")));
+                return Err(self.fail(format!(
+                    "client history is not linearizable:\n{description}"
+                )));
             }
             Verdict::Undecided { key } => {
-                return Err(self.fail(format!("linearizability undecided for key {key} within the step budget")));
+                return Err(self.fail(format!(
+                    "linearizability undecided for key {key} within the step budget"
+                )));
             }
         }
         self.report.operations = self.history.len();

@@ -135,7 +135,7 @@ impl RaftLog {
         &mut self,
         prev_index: LogIndex,
         prev_term: Term,
-        entries: &[Entry],
+        mut entries: Vec<Entry>,
     ) -> AppendOutcome {
         if self.term(prev_index) != Some(prev_term) {
             return AppendOutcome::Mismatch;
@@ -151,7 +151,7 @@ impl RaftLog {
                 if from <= self.last_index() {
                     self.truncate_from(from);
                 }
-                let written: Vec<Entry> = entries[position..].to_vec();
+                let written = entries.split_off(position);
                 self.entries.extend(written.iter().cloned());
                 written
             }

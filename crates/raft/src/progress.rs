@@ -36,6 +36,8 @@ pub(crate) struct Progress {
     pub(crate) read_round: u64,
     /// The follower's last index as reported by its last heartbeat response.
     pub(crate) reported_last: LogIndex,
+    /// The highest commit index this follower has been told it may apply.
+    pub(crate) commit_told: LogIndex,
 }
 
 impl Progress {
@@ -51,6 +53,7 @@ impl Progress {
             recently_active: false,
             read_round: 0,
             reported_last: 0,
+            commit_told: 0,
         }
     }
 

@@ -29,6 +29,9 @@ pub(crate) struct ReadState<M: Machine> {
     pub(crate) round: u64,
     /// Whether `round` has reads that no heartbeat has carried yet.
     unsent: bool,
+    /// The newest round broadcast; heartbeats sent between broadcasts carry
+    /// it, since every read of it was registered before it went out.
+    pub(crate) broadcast_round: u64,
     /// Waiting for the leader's first commit in its term.
     blocked: Vec<(RequestId, M::Query)>,
     /// Waiting for their round to be acknowledged by a quorum.
@@ -42,6 +45,7 @@ impl<M: Machine> Default for ReadState<M> {
         ReadState {
             round: 0,
             unsent: false,
+            broadcast_round: 0,
             blocked: Vec::new(),
             pending: VecDeque::new(),
             ready: VecDeque::new(),
@@ -107,6 +111,7 @@ impl<M: Machine> Raft<M> {
     /// Called whenever a heartbeat round is broadcast.
     pub(crate) fn read_round_sent(&mut self) {
         self.reads.unsent = false;
+        self.reads.broadcast_round = self.reads.round;
     }
 
     /// The leader's first commit of its term unblocks waiting reads.

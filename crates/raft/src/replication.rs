@@ -137,16 +137,18 @@ impl<M: Machine> Raft<M> {
     }
 
     /// Send the follower what it is missing, as far as flow control allows.
-    pub(crate) fn send_append(&mut self, peer: ServerId) {
+    /// Returns whether anything was sent.
+    pub(crate) fn send_append(&mut self, peer: ServerId) -> bool {
+        let mut sent = false;
         loop {
             let Some(progress) = self.progress.get(&peer) else {
-                return;
+                return sent;
             };
             if !progress.can_send(
                 self.config.inflight_appends_max,
                 self.config.inflight_bytes_max,
             ) {
-                return;
+                return sent;
             }
             let next = progress.next_index;
             let is_probe = progress.state == ReplicationState::Probe;
@@ -154,7 +156,7 @@ impl<M: Machine> Raft<M> {
             let Some(prev_term) = self.log.term(prev_index) else {
                 // The entries the follower needs were compacted away.
                 self.start_snapshot_transfer(peer);
-                return;
+                return true;
             };
             let entries = self.log.slice(
                 next,
@@ -162,7 +164,7 @@ impl<M: Machine> Raft<M> {
                 self.config.append_bytes_max,
             );
             if entries.is_empty() && !is_probe {
-                return;
+                return sent;
             }
             let last = entries.last().map(|e| e.index);
             let bytes: usize = entries.iter().map(Entry::size_bytes).sum();
@@ -172,12 +174,17 @@ impl<M: Machine> Raft<M> {
                 entries,
                 leader_commit: self.log.commit,
             };
+            let commit = self.log.commit;
             if let Some(progress) = self.progress.get_mut(&peer) {
                 progress.sent(last, bytes);
+                // The follower commits at most through the message's end.
+                let told = commit.min(last.unwrap_or(prev_index));
+                progress.commit_told = progress.commit_told.max(told);
             }
             self.send(peer, self.term, Message::Append(request));
+            sent = true;
             if is_probe || last.is_none() {
-                return;
+                return sent;
             }
         }
     }
@@ -209,24 +216,22 @@ impl<M: Machine> Raft<M> {
         // Entries at or below our snapshot are committed and so match the
         // leader's (Leader Completeness); skip them.
         let snapshot_index = self.log.snapshot_index();
-        let (prev_index, prev_term, entries) = if request.prev_log_index < snapshot_index {
+        let leader_commit = request.leader_commit;
+        let mut entries = request.entries;
+        let (prev_index, prev_term) = if request.prev_log_index < snapshot_index {
             let skip = (snapshot_index - request.prev_log_index) as usize;
-            if skip >= request.entries.len() {
+            if skip >= entries.len() {
                 self.leader_match = self.leader_match.max(snapshot_index);
                 self.acknowledge_leader_now();
                 return Ok(());
             }
+            entries.drain(..skip);
             (
                 snapshot_index,
                 self.log.term(snapshot_index).unwrap_or_default(),
-                &request.entries[skip..],
             )
         } else {
-            (
-                request.prev_log_index,
-                request.prev_log_term,
-                &request.entries[..],
-            )
+            (request.prev_log_index, request.prev_log_term)
         };
         // Never let a message overwrite a committed entry (State Machine
         // Safety): a leader that asks for it is faulty.
@@ -279,7 +284,7 @@ impl<M: Machine> Raft<M> {
                 }
                 self.leader_match = self.leader_match.max(matched);
                 // Raft §5.3 rule 5: commit = min(leaderCommit, last new entry).
-                let commit = request.leader_commit.min(matched);
+                let commit = leader_commit.min(matched);
                 if commit > self.log.commit {
                     self.log.commit = commit;
                     self.apply_committed();
@@ -351,7 +356,9 @@ impl<M: Machine> Raft<M> {
                     self.maybe_finish_end_of_life();
                 }
                 self.maybe_send_timeout_now(from);
-                self.send_append(from);
+                if !self.send_append(from) {
+                    self.tell_commit(from);
+                }
             }
             AppendResponse::Rejected {
                 prev_log_index,
@@ -474,26 +481,48 @@ impl<M: Machine> Raft<M> {
         for id in resend {
             match self.progress.get(&id).map(|p| p.state) {
                 Some(ReplicationState::Snapshot { .. }) => self.send_snapshot_chunk(id),
-                _ => self.send_append(id),
+                _ => {
+                    self.send_append(id);
+                }
             }
         }
     }
 
+    /// A heartbeat to every follower, carrying the newest ReadIndex round.
     pub(crate) fn broadcast_heartbeat(&mut self) {
         self.read_round_sent();
         let round = self.reads.round;
-        let peers: Vec<(ServerId, LogIndex)> = self
-            .progress
-            .iter()
-            .map(|(id, p)| (*id, p.match_index))
-            .collect();
-        for (peer, match_index) in peers {
-            let heartbeat = Heartbeat {
-                commit: self.log.commit.min(match_index),
-                read_round: round,
-            };
-            self.send(peer, self.term, Message::Heartbeat(heartbeat));
+        let peers: Vec<ServerId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.send_heartbeat(peer, round);
         }
+    }
+
+    /// A heartbeat to a follower that may apply more than it has been told
+    /// and has nothing else coming.
+    fn tell_commit(&mut self, peer: ServerId) {
+        let Some(progress) = self.progress.get(&peer) else {
+            return;
+        };
+        if self.log.commit.min(progress.match_index) > progress.commit_told {
+            self.send_heartbeat(peer, self.reads.broadcast_round);
+        }
+    }
+
+    /// `read_round` must be a round whose reads were all registered before
+    /// now (see `read.rs`): the follower's echo confirms them.
+    fn send_heartbeat(&mut self, peer: ServerId, read_round: u64) {
+        let Some(progress) = self.progress.get(&peer) else {
+            return;
+        };
+        // Capped at what the follower is known to match, so the heartbeat
+        // never commits an entry it might hold differently.
+        let commit = self.log.commit.min(progress.match_index);
+        if let Some(progress) = self.progress.get_mut(&peer) {
+            progress.commit_told = progress.commit_told.max(commit);
+        }
+        let heartbeat = Heartbeat { commit, read_round };
+        self.send(peer, self.term, Message::Heartbeat(heartbeat));
     }
 
     /// Raft §5.3/§5.4: the commit index is the highest index durable on a
@@ -526,10 +555,13 @@ impl<M: Machine> Raft<M> {
         for peer in &peers {
             self.maybe_promote(*peer);
         }
-        // Followers learn the new commit index with the next append or
-        // heartbeat; send it now when nothing else is on its way.
+        // Followers learn the new commit index with the next append; a
+        // follower with nothing left to receive gets a heartbeat instead, so
+        // it applies without waiting for the heartbeat interval.
         for peer in peers {
-            self.send_append(peer);
+            if !self.send_append(peer) {
+                self.tell_commit(peer);
+            }
         }
     }
 
@@ -547,21 +579,33 @@ impl<M: Machine> Raft<M> {
                 time_ms: entry.time_ms,
                 machine_version: self.machine_version,
             };
-            let payload = entry.payload.clone();
             let mut effects = Effects::new();
             let mut reply = None;
-            match payload {
-                Payload::Noop | Payload::Config(_) => {}
-                Payload::Command(data) => match postcard::from_bytes::<M::Command>(&data) {
-                    Ok(command) => reply = Some(self.machine.apply(&meta, command, &mut effects)),
-                    Err(error) => {
-                        self.halt(
-                            index,
-                            format!("command cannot be decoded by this code: {error}"),
-                        );
-                        break;
+            // Commands decode straight from the log's bytes; only the rare
+            // kinds are cloned out of it.
+            let mut undecodable = None;
+            let payload = match &entry.payload {
+                Payload::Command(data) => {
+                    match postcard::from_bytes::<M::Command>(data) {
+                        Ok(command) => {
+                            reply = Some(self.machine.apply(&meta, command, &mut effects))
+                        }
+                        Err(error) => undecodable = Some(error.to_string()),
                     }
-                },
+                    Payload::Noop
+                }
+                Payload::Config(_) => Payload::Noop,
+                other => other.clone(),
+            };
+            if let Some(error) = undecodable {
+                self.halt(
+                    index,
+                    format!("command cannot be decoded by this code: {error}"),
+                );
+                break;
+            }
+            match payload {
+                Payload::Noop | Payload::Config(_) | Payload::Command(_) => {}
                 Payload::Event(event) => self.machine.event(&meta, event, &mut effects),
                 Payload::MachineVersion(version) => {
                     if version > M::VERSION {

@@ -20,7 +20,7 @@ pub struct Checker {
     /// term → the leader seen in it.
     leaders: BTreeMap<Term, ServerId>,
     /// index → (term, payload digest) of every entry seen committed.
-    committed: BTreeMap<LogIndex, (Term, u64)>,
+    committed: EntryDigests,
     /// applied index → machine digest after applying it.
     applied: BTreeMap<LogIndex, u64>,
     /// Per node: the commit index checked so far.
@@ -122,9 +122,12 @@ impl Checker {
     }
 }
 
+/// index → (term, payload digest) of one server's log.
+type EntryDigests = BTreeMap<LogIndex, (Term, u64)>;
+
 /// Raft §5.3 log matching, pairwise over the logs in memory.
 pub fn check_log_matching(rafts: &[&Raft<SimKv>]) -> Result<(), String> {
-    let logs: Vec<(ServerId, BTreeMap<LogIndex, (Term, u64)>)> = rafts
+    let logs: Vec<(ServerId, EntryDigests)> = rafts
         .iter()
         .map(|r| {
             (

@@ -126,10 +126,11 @@ impl SimConfig {
             heal_phase_ms: 3_000,
             bugs,
         };
-        // Tiny batches stretch replication over many messages; on slow
-        // links that would make a far-behind member take longer to catch
-        // up than the run lasts, so they only go with fast links.
-        config.append_entries_max = if config.delay_max_us <= 2_000 {
+        // Tiny batches stretch replication over many messages; on slow or
+        // reordering links (where pipelining falls back to probing) a
+        // far-behind member would take longer to catch up than the run
+        // lasts, so they only go with fast FIFO links.
+        config.append_entries_max = if config.delay_max_us <= 2_000 && !config.reorder {
             [1, 4, 64][rng.gen_range(0..3)]
         } else {
             64
@@ -148,7 +149,7 @@ impl SimConfig {
 }
 
 /// Why a run failed, with the command that replays it.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Failure {
     pub seed: u64,
     pub message: String,

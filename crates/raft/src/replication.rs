@@ -194,11 +194,6 @@ impl<M: Machine> Raft<M> {
         from: ServerId,
         request: AppendRequest,
     ) -> Result<(), StepError> {
-        // observe_term made us a follower of `from` if the term is current.
-        if self.role != Role::Follower {
-            // A candidate hearing from the leader of its term: Raft §5.2.
-            self.become_follower(self.term, Some(from));
-        }
         self.note_leader_contact(from);
         // Validate at the gateway: entries contiguous from prev + 1 with
         // terms that never exceed the leader's or go backwards.
@@ -299,7 +294,13 @@ impl<M: Machine> Raft<M> {
         Ok(())
     }
 
+    /// `from` leads the current term (observe_term has checked the term):
+    /// follow it. A candidate hearing from the leader of its term steps down
+    /// (Raft §5.2); the election timer restarts.
     pub(crate) fn note_leader_contact(&mut self, from: ServerId) {
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
         if self.leader != Some(from) {
             self.leader = Some(from);
             self.announce_role();
@@ -400,9 +401,6 @@ impl<M: Machine> Raft<M> {
     }
 
     pub(crate) fn on_heartbeat(&mut self, from: ServerId, heartbeat: Heartbeat) {
-        if self.role != Role::Follower {
-            self.become_follower(self.term, Some(from));
-        }
         self.note_leader_contact(from);
         // The leader capped `commit` at what it knows we match.
         let commit = heartbeat.commit.min(self.log.last_index());

@@ -154,9 +154,6 @@ impl<M: Machine> Raft<M> {
         from: ServerId,
         chunk: SnapshotChunk,
     ) -> Result<(), StepError> {
-        if self.role != Role::Follower {
-            self.become_follower(self.term, Some(from));
-        }
         self.note_leader_contact(from);
         let index = chunk.meta.index;
         let reply = |raft: &mut Self, response: SnapshotResponse| {

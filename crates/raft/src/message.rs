@@ -115,7 +115,8 @@ pub struct Heartbeat {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
     pub read_round: u64,
-    /// The follower's last log index, so the leader notices a lagging follower.
+    /// The follower's last log index, for diagnostics: the leader acts only
+    /// on acknowledged (durable) match indexes.
     pub last_index: LogIndex,
 }
 

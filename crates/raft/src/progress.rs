@@ -34,8 +34,6 @@ pub(crate) struct Progress {
     pub(crate) recently_active: bool,
     /// Newest ReadIndex round the follower has confirmed.
     pub(crate) read_round: u64,
-    /// The follower's last index as reported by its last heartbeat response.
-    pub(crate) reported_last: LogIndex,
     /// The highest commit index this follower has been told it may apply.
     pub(crate) commit_told: LogIndex,
 }
@@ -52,7 +50,6 @@ impl Progress {
             last_ack_ms: now_ms,
             recently_active: false,
             read_round: 0,
-            reported_last: 0,
             commit_told: 0,
         }
     }

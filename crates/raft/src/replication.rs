@@ -429,7 +429,6 @@ impl<M: Machine> Raft<M> {
         };
         progress.recently_active = true;
         progress.read_round = progress.read_round.max(response.read_round);
-        progress.reported_last = response.last_index;
         if progress.match_index < last {
             self.send_append(from);
         }

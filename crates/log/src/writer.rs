@@ -102,6 +102,25 @@ impl<S: Storage> LogWriter<S> {
         Ok(ticket)
     }
 
+    /// Waits on the writer's progress until `done` holds, or the log fails.
+    fn wait_until(
+        &self,
+        mut progress: std::sync::MutexGuard<'_, Progress>,
+        done: impl Fn(&Progress) -> bool,
+    ) -> LogResult<()> {
+        loop {
+            if done(&progress) {
+                return Ok(());
+            }
+            self.check(&progress)?;
+            progress = self
+                .shared
+                .flushed
+                .wait(progress)
+                .unwrap_or_else(|poison| poison.into_inner());
+        }
+    }
+
     fn check(&self, progress: &Progress) -> LogResult<()> {
         if let Some(reason) = &progress.failed {
             return Err(StorageError::Failed {
@@ -117,18 +136,8 @@ impl<S: Storage> LogWriter<S> {
 
     /// Waits until the append with `ticket` is durable.
     pub fn wait_durable(&self, ticket: Ticket) -> LogResult<()> {
-        let mut progress = lock(&self.shared.progress);
-        loop {
-            if progress.flushed_generation >= ticket.0 {
-                return Ok(());
-            }
-            self.check(&progress)?;
-            progress = self
-                .shared
-                .flushed
-                .wait(progress)
-                .unwrap_or_else(|poison| poison.into_inner());
-        }
+        let progress = lock(&self.shared.progress);
+        self.wait_until(progress, |p| p.flushed_generation >= ticket.0)
     }
 
     /// Runs `f` on the log system (barriers: hard state, snapshots, reads,
@@ -144,17 +153,7 @@ impl<S: Storage> LogWriter<S> {
         progress.checkpoint_requests += 1;
         let wanted = progress.checkpoint_requests;
         self.shared.work.notify_one();
-        loop {
-            if progress.checkpoints_done >= wanted {
-                return Ok(());
-            }
-            self.check(&progress)?;
-            progress = self
-                .shared
-                .flushed
-                .wait(progress)
-                .unwrap_or_else(|poison| poison.into_inner());
-        }
+        self.wait_until(progress, |p| p.checkpoints_done >= wanted)
     }
 
     /// Flushes what is buffered, stops the writer thread and returns the

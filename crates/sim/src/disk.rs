@@ -1,119 +1,121 @@
-//! A simulated disk for one server: what is durable, and the writes still in
-//! flight that a crash may lose.
+//! A simulated server's disk: the real chorus-log over its fault-injecting
+//! in-memory storage, so every seed exercises the production write path,
+//! crash recovery included.
 //!
 //! It executes the core's persistence actions with their contract
-//! (`chorus_raft::Action`): hard state and snapshots are barriers (durable at
-//! once, and every earlier write is ordered before them); log writes are
-//! queued and become durable at a later sync event. A crash keeps a random
-//! prefix of the queued writes — what the OS happened to flush — and loses
-//! the rest, which is what a write-ahead log recovers to.
-
-use std::collections::VecDeque;
+//! (`chorus_raft::Action`): hard state and snapshots are barriers; log writes
+//! are buffered and become durable at a later sync event (one `flush`, one
+//! write and one fsync). A crash loses whatever was not synced — the storage
+//! may have kept a torn part of it, which recovery must cut off — and the
+//! server restarts from what `LogSystem::open` + `recover` rebuild.
 
 use bytes::Bytes;
-use chorus_raft::{Configuration, Entry, HardState, LogIndex, Persisted, SnapshotMeta, Term};
+use chorus_log::{FaultyStorage, LogConfig, LogSystem};
+use chorus_raft::{
+    Configuration, Entry, HardState, LogIndex, Persisted, ServerId, SnapshotMeta, Term,
+};
 
-#[derive(Debug, Default)]
+/// Small limits, so short runs roll WAL files over into segments and write
+/// recovery checkpoints.
+const WAL_MAX_SIZE_BYTES: u64 = 32 << 10;
+const SEGMENT_MAX_ENTRIES: u64 = 64;
+
 pub struct Disk {
-    hard_state: HardState,
-    snapshot: Option<(SnapshotMeta, Bytes)>,
-    /// Durable entries after the snapshot, contiguous.
-    entries: Vec<Entry>,
-    /// Log writes not yet synced, in order.
-    queue: VecDeque<Vec<Entry>>,
-    /// Index and term of the newest entry written (queued or durable).
-    last_written: Option<(LogIndex, Term)>,
-    initial_config: Configuration,
+    server: ServerId,
+    storage: FaultyStorage,
+    config: LogConfig,
+    /// `None` between a crash and the restart.
+    log: Option<LogSystem<FaultyStorage>>,
+    /// Writes buffered since the last sync.
+    unsynced: bool,
 }
 
 impl Disk {
-    pub fn new(initial_config: Configuration) -> Self {
-        Disk {
-            initial_config,
-            ..Disk::default()
-        }
+    /// A fresh disk holding one new server.
+    pub fn new(seed: u64, server: ServerId, initial_config: Configuration) -> Result<Self, String> {
+        let storage = FaultyStorage::reliable(seed);
+        let mut config = LogConfig::new("/node");
+        config.wal_max_size_bytes = WAL_MAX_SIZE_BYTES;
+        config.segment_max_entries = SEGMENT_MAX_ENTRIES;
+        let (mut log, _) =
+            LogSystem::open(config.clone(), storage.clone()).map_err(|e| e.to_string())?;
+        log.create_server(server, initial_config, Bytes::new())
+            .map_err(|e| e.to_string())?;
+        Ok(Disk {
+            server,
+            storage,
+            config,
+            log: Some(log),
+            unsynced: false,
+        })
     }
 
-    pub fn save_hard_state(&mut self, hard_state: HardState) {
-        self.hard_state = hard_state;
+    fn log(&mut self) -> Result<&mut LogSystem<FaultyStorage>, String> {
+        self.log
+            .as_mut()
+            .ok_or_else(|| "disk used while crashed".to_string())
     }
 
-    /// Queue a log write. Returns whether a sync needs scheduling.
-    pub fn append(&mut self, entries: Vec<Entry>) -> bool {
-        let was_idle = self.queue.is_empty();
-        if let Some(last) = entries.last() {
-            self.last_written = Some((last.index, last.term));
-            self.queue.push_back(entries);
-        }
-        was_idle && !self.queue.is_empty()
+    pub fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), String> {
+        let server = self.server;
+        self.log()?
+            .save_hard_state(server, hard_state)
+            .map_err(|e| e.to_string())
     }
 
-    pub fn save_snapshot(&mut self, meta: SnapshotMeta, data: Bytes, keep_log_after: bool) {
-        // Earlier writes are ordered before the snapshot.
-        self.sync();
-        let index = meta.index;
-        if keep_log_after {
-            self.entries.retain(|e| e.index > index);
-        } else {
-            self.entries.clear();
-        }
-        if self.last_written.is_none_or(|(i, _)| i < index) || !keep_log_after {
-            self.last_written = Some((index, meta.term));
-        }
-        self.snapshot = Some((meta, data));
+    /// Buffer a log write. Returns whether a sync needs scheduling.
+    pub fn append(&mut self, entries: Vec<Entry>) -> Result<bool, String> {
+        let server = self.server;
+        self.log()?
+            .append(server, entries)
+            .map_err(|e| e.to_string())?;
+        let schedule = !self.unsynced;
+        self.unsynced = true;
+        Ok(schedule)
     }
 
-    /// Make every queued write durable. Returns the newest written entry,
-    /// for the core's `log_durable`.
-    pub fn sync(&mut self) -> Option<(LogIndex, Term)> {
-        while let Some(write) = self.queue.pop_front() {
-            self.apply(write);
-        }
-        self.last_written
+    pub fn save_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        data: Bytes,
+        keep_log_after: bool,
+    ) -> Result<(), String> {
+        let server = self.server;
+        self.log()?
+            .save_snapshot(server, meta, data, keep_log_after)
+            .map_err(|e| e.to_string())
     }
 
-    fn apply(&mut self, write: Vec<Entry>) {
-        let snapshot_index = self.snapshot.as_ref().map_or(0, |(m, _)| m.index);
-        let write: Vec<Entry> = write
-            .into_iter()
-            .filter(|e| e.index > snapshot_index)
-            .collect();
-        let Some(first) = write.first() else { return };
-        let next = snapshot_index + self.entries.len() as u64 + 1;
-        assert!(
-            first.index <= next,
-            "simulated disk: write at {} leaves a gap after {}",
-            first.index,
-            next - 1
-        );
-        self.entries
-            .truncate((first.index - snapshot_index - 1) as usize);
-        self.entries.extend(write);
+    /// One write + one fsync of everything buffered. Returns the newest
+    /// durable entry, for the core's `log_durable`.
+    pub fn sync(&mut self) -> Result<Option<(LogIndex, Term)>, String> {
+        self.unsynced = false;
+        let server = self.server;
+        let notices = self.log()?.flush().map_err(|e| e.to_string())?;
+        Ok(notices
+            .iter()
+            .filter(|d| d.server == server)
+            .map(|d| (d.index, d.term))
+            .max())
     }
 
-    /// Power loss: the first `kept` queued writes reached the disk, the rest
-    /// are gone.
-    pub fn crash(&mut self, kept: usize) {
-        for _ in 0..kept {
-            if let Some(write) = self.queue.pop_front() {
-                self.apply(write);
-            }
-        }
-        self.queue.clear();
-        self.last_written = self.entries.last().map(|e| (e.index, e.term));
-    }
-
-    pub fn queued_writes(&self) -> usize {
-        self.queue.len()
+    /// Power loss: unsynced writes are lost (or torn).
+    pub fn crash(&mut self) {
+        self.log = None;
+        self.unsynced = false;
+        self.storage.crash();
     }
 
     /// What a restarting server recovers.
-    pub fn recover(&self) -> Persisted {
-        Persisted {
-            hard_state: self.hard_state,
-            snapshot: self.snapshot.clone(),
-            entries: self.entries.clone(),
-            initial_config: self.initial_config.clone(),
+    pub fn recover(&mut self) -> Result<Persisted, String> {
+        if self.log.is_none() {
+            let (log, _) = LogSystem::open(self.config.clone(), self.storage.clone())
+                .map_err(|e| format!("recovery failed: {e}"))?;
+            self.log = Some(log);
         }
+        let server = self.server;
+        self.log()?
+            .recover(server)
+            .map_err(|e| format!("recovery failed: {e}"))
     }
 }

@@ -9,5 +9,5 @@ pub use sim::{Bugs, Failure, Report, Sim, SimConfig};
 
 /// Run one seed.
 pub fn run_seed(seed: u64, bugs: Bugs) -> Result<Report, Failure> {
-    Sim::new(SimConfig::from_seed(seed, bugs)).run()
+    Sim::new(SimConfig::from_seed(seed, bugs))?.run()
 }

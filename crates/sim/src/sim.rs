@@ -267,13 +267,20 @@ fn node_index(id: ServerId) -> usize {
 }
 
 impl Sim {
-    pub fn new(config: SimConfig) -> Self {
+    pub fn new(config: SimConfig) -> Result<Self, Failure> {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let members = Configuration::voters((0..config.nodes).map(server_id));
-        let nodes = (0..config.nodes)
-            .map(|_| Node {
+        let mut nodes = Vec::new();
+        for node in 0..config.nodes {
+            let disk =
+                Disk::new(rng.gen(), server_id(node), members.clone()).map_err(|e| Failure {
+                    seed: config.seed,
+                    message: format!("node {node}: cannot create its disk: {e}"),
+                    replay: config.replay_command(),
+                })?;
+            nodes.push(Node {
                 raft: None,
-                disk: Disk::new(members.clone()),
+                disk,
                 incarnation: 0,
                 rate_ppm: if config.clock_skew_ppm > 0 {
                     rng.gen_range(-config.clock_skew_ppm..=config.clock_skew_ppm)
@@ -282,8 +289,8 @@ impl Sim {
                 },
                 offset_ms: rng.gen_range(0..1_000_000),
                 requests: BTreeMap::new(),
-            })
-            .collect();
+            });
+        }
         let clients = (0..config.clients)
             .map(|_| Client {
                 current: None,
@@ -292,7 +299,7 @@ impl Sim {
                 seen: BTreeMap::new(),
             })
             .collect();
-        Sim {
+        Ok(Sim {
             loss_percent: config.loss_percent,
             duplicate_percent: config.duplicate_percent,
             config,
@@ -311,7 +318,7 @@ impl Sim {
             checker: Checker::default(),
             report: Report::default(),
             trace: std::env::var_os("CHORUS_SIM_TRACE").is_some(),
-        }
+        })
     }
 
     fn fail(&self, message: String) -> Failure {
@@ -348,7 +355,10 @@ impl Sim {
         config.append_entries_max = self.config.append_entries_max;
         config.inflight_appends_max = self.config.inflight_appends_max;
         config.low_priority_batch_max = 8;
-        let persisted = self.nodes[node].disk.recover();
+        let persisted = self.nodes[node]
+            .disk
+            .recover()
+            .map_err(|e| self.fail(format!("node {node}: {e}")))?;
         let seed = self.rng.gen();
         let now = self.local_ms(node);
         let raft = Raft::new(
@@ -382,11 +392,9 @@ impl Sim {
     }
 
     fn crash_node(&mut self, node: usize) {
-        let queued = self.nodes[node].disk.queued_writes();
-        let kept = self.rng.gen_range(0..=queued);
         let n = &mut self.nodes[node];
         n.raft = None;
-        n.disk.crash(kept);
+        n.disk.crash();
         n.requests.clear();
         self.report.crashes += 1;
     }
@@ -484,7 +492,10 @@ impl Sim {
                 let Some(raft) = n.raft.as_mut() else {
                     return Ok(());
                 };
-                let synced = n.disk.sync();
+                let synced = match n.disk.sync() {
+                    Ok(synced) => synced,
+                    Err(e) => return Err(self.fail(format!("node {node}: storage: {e}"))),
+                };
                 if self.trace {
                     eprintln!("{:>10} node {node}: synced {synced:?}", self.now_us);
                 }
@@ -567,7 +578,8 @@ impl Sim {
         for action in actions {
             match action {
                 Action::SaveHardState(hard_state) => {
-                    self.nodes[node].disk.save_hard_state(hard_state)
+                    let saved = self.nodes[node].disk.save_hard_state(hard_state);
+                    saved.map_err(|e| self.fail(format!("node {node}: storage: {e}")))?;
                 }
                 Action::AppendLog(entries) => {
                     if self.trace {
@@ -577,7 +589,8 @@ impl Sim {
                             .map(|(a, b)| (a.index, b.index, b.term));
                         eprintln!("{:>10} node {node}: write {range:?}", self.now_us);
                     }
-                    if self.nodes[node].disk.append(entries) {
+                    let appended = self.nodes[node].disk.append(entries);
+                    if appended.map_err(|e| self.fail(format!("node {node}: storage: {e}")))? {
                         let at = self.now_us + self.rng.gen_range(100..3_000);
                         let incarnation = self.nodes[node].incarnation;
                         self.schedule(at, Event::Sync { node, incarnation });
@@ -596,9 +609,10 @@ impl Sim {
                     {
                         self.report.snapshots_installed += 1;
                     }
-                    self.nodes[node]
+                    let saved = self.nodes[node]
                         .disk
                         .save_snapshot(meta, data, keep_log_after);
+                    saved.map_err(|e| self.fail(format!("node {node}: storage: {e}")))?;
                 }
                 Action::Send(envelope) => self.send(node, envelope),
                 Action::Reply { request, reply, .. } => {

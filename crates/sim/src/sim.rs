@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_raft::{
-    Action, ClusterId, Config, Configuration, Envelope, MembershipChange, Priority, ProposeError,
-    Raft, ReplyTo, RequestId, Role, ServerId, StepError,
+    Action, ClusterId, Config, Configuration, Envelope, MembershipChange, Message, Priority,
+    ProposeError, Raft, ReplyTo, RequestId, Role, ServerId, StepError,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -177,7 +177,10 @@ pub struct Report {
     pub committed: u64,
     pub leaders: usize,
     pub crashes: u64,
-    pub snapshots_installed: u64,
+    /// Snapshots saved (taken on release_cursor or installed from a leader).
+    pub snapshots_saved: u64,
+    /// InstallSnapshot chunks sent to followers that fell behind.
+    pub snapshot_chunks_sent: u64,
     pub membership_changes: u64,
     pub transfers: u64,
     /// A digest of the whole run: the same seed must give the same trace.
@@ -601,14 +604,7 @@ impl Sim {
                     data,
                     keep_log_after,
                 } => {
-                    if !keep_log_after
-                        || self.nodes[node]
-                            .raft
-                            .as_ref()
-                            .is_some_and(|r| r.role() == Role::Follower)
-                    {
-                        self.report.snapshots_installed += 1;
-                    }
+                    self.report.snapshots_saved += 1;
                     let saved = self.nodes[node]
                         .disk
                         .save_snapshot(meta, data, keep_log_after);
@@ -685,6 +681,9 @@ impl Sim {
 
     fn send(&mut self, from: usize, envelope: Envelope) {
         self.report.messages += 1;
+        if matches!(envelope.message, Message::InstallSnapshot(_)) {
+            self.report.snapshot_chunks_sent += 1;
+        }
         let to = node_index(envelope.to);
         if to >= self.nodes.len() || self.blocked.contains(&(from, to)) {
             return;

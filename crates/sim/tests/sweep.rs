@@ -71,18 +71,20 @@ fn assert_sweep_passes(from: u64, count: u64) {
     let total = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
     let completed = total(|r| r.completed as u64);
     let crashes = total(|r| r.crashes);
-    let installs = total(|r| r.snapshots_installed);
+    let snapshots = total(|r| r.snapshots_saved);
+    let chunks = total(|r| r.snapshot_chunks_sent);
     let changes = total(|r| r.membership_changes);
     let transfers = total(|r| r.transfers);
     println!(
-        "{count} seeds: {completed} client operations completed, {crashes} crashes, {installs} snapshot installs, \
+        "{count} seeds: {completed} client operations completed, {crashes} crashes, {snapshots} snapshots saved, \
+         {chunks} snapshot chunks sent, \
          {changes} membership changes, {transfers} leadership transfers"
     );
     assert!(
         completed > count * 100,
         "too few operations completed: {completed}"
     );
-    assert!(crashes > 0 && installs > 0 && changes > 0 && transfers > 0);
+    assert!(crashes > 0 && snapshots > 0 && chunks > 0 && changes > 0 && transfers > 0);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::machine::{ApplyMeta, Effect, Effects, Machine};
 use crate::message::{
     AppendRequest, AppendResponse, ConflictHint, Heartbeat, HeartbeatResponse, Message,
 };
-use crate::progress::ReplicationState;
+use crate::progress::{Progress, ReplicationState};
 use crate::raft::Raft;
 use crate::types::{Entry, LogIndex, MachineEvent, Payload, Priority, Role, ServerId};
 
@@ -335,31 +335,47 @@ impl<M: Machine> Raft<M> {
         }
     }
 
-    pub(crate) fn on_append_response(&mut self, from: ServerId, response: AppendResponse) {
+    /// Leader: `from` answered. Returns its progress, marked active for
+    /// check-quorum; `None` when this server does not lead or `from` is not a
+    /// member (a stale answer).
+    pub(crate) fn heard_from(&mut self, from: ServerId) -> Option<&mut Progress> {
         if self.role != Role::Leader {
-            return;
+            return None;
         }
+        let progress = self.progress.get_mut(&from)?;
+        progress.recently_active = true;
+        Some(progress)
+    }
+
+    /// Leader: `from`'s log now matches further (`advanced`) or was
+    /// confirmed: commit, promote, finish end of life or a transfer, and send
+    /// what it still lacks (or at least the new commit index).
+    pub(crate) fn after_acknowledgement(&mut self, from: ServerId, advanced: bool) {
+        if advanced {
+            self.advance_commit();
+            self.maybe_promote(from);
+            self.maybe_finish_end_of_life();
+        }
+        self.maybe_send_timeout_now(from);
+        if !self.send_append(from) {
+            self.tell_commit(from);
+        }
+    }
+
+    pub(crate) fn on_append_response(&mut self, from: ServerId, response: AppendResponse) {
         let now = self.now_ms;
-        let Some(progress) = self.progress.get_mut(&from) else {
+        let last_index = self.log.last_index();
+        let Some(progress) = self.heard_from(from) else {
             return;
         };
-        progress.recently_active = true;
         match response {
             AppendResponse::Accepted { match_index } => {
-                let match_index = match_index.min(self.log.last_index());
+                let match_index = match_index.min(last_index);
                 let advanced = progress.acknowledge(match_index, now);
                 if progress.state == ReplicationState::Probe {
                     progress.become_replicate();
                 }
-                if advanced {
-                    self.advance_commit();
-                    self.maybe_promote(from);
-                    self.maybe_finish_end_of_life();
-                }
-                self.maybe_send_timeout_now(from);
-                if !self.send_append(from) {
-                    self.tell_commit(from);
-                }
+                self.after_acknowledgement(from, advanced);
             }
             AppendResponse::Rejected {
                 prev_log_index,
@@ -420,14 +436,10 @@ impl<M: Machine> Raft<M> {
     }
 
     pub(crate) fn on_heartbeat_response(&mut self, from: ServerId, response: HeartbeatResponse) {
-        if self.role != Role::Leader {
-            return;
-        }
         let last = self.log.last_index();
-        let Some(progress) = self.progress.get_mut(&from) else {
+        let Some(progress) = self.heard_from(from) else {
             return;
         };
-        progress.recently_active = true;
         progress.read_round = progress.read_round.max(response.read_round);
         if progress.match_index < last {
             self.send_append(from);

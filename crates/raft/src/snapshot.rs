@@ -10,7 +10,7 @@ use crate::machine::Machine;
 use crate::message::{Message, SnapshotChunk, SnapshotResponse};
 use crate::progress::ReplicationState;
 use crate::raft::Raft;
-use crate::types::{Configuration, LogIndex, Role, ServerId, SnapshotMeta};
+use crate::types::{Configuration, LogIndex, ServerId, SnapshotMeta};
 
 /// A snapshot being received, chunk by chunk.
 pub(crate) struct IncomingSnapshot {
@@ -109,14 +109,10 @@ impl<M: Machine> Raft<M> {
     }
 
     pub(crate) fn on_snapshot_response(&mut self, from: ServerId, response: SnapshotResponse) {
-        if self.role != Role::Leader {
-            return;
-        }
         let now = self.now_ms;
-        let Some(progress) = self.progress.get_mut(&from) else {
+        let Some(progress) = self.heard_from(from) else {
             return;
         };
-        progress.recently_active = true;
         progress.last_ack_ms = now;
         let ReplicationState::Snapshot { index: sending, .. } = progress.state else {
             if let SnapshotResponse::Installed { index } = response {
@@ -126,12 +122,9 @@ impl<M: Machine> Raft<M> {
         };
         match response {
             SnapshotResponse::Installed { index } => {
-                progress.acknowledge(index, now);
+                let advanced = progress.acknowledge(index, now);
                 progress.become_replicate();
-                self.advance_commit();
-                self.maybe_promote(from);
-                self.maybe_send_timeout_now(from);
-                self.send_append(from);
+                self.after_acknowledgement(from, advanced);
             }
             SnapshotResponse::Chunk { index, next_offset }
             | SnapshotResponse::Retry { index, next_offset } => {

@@ -39,6 +39,17 @@ pub struct Config {
     /// Most proposals (of either priority) waiting for their reply or batch
     /// before the core refuses more with [`crate::ProposeError::Busy`].
     pub pending_proposals_max: usize,
+    /// Quiescence: an idle leader stops heartbeating and its followers stop
+    /// their election timers, so an idle cluster sends nothing and needs no
+    /// timer ([`crate::Raft::next_deadline_ms`] returns `None`). Liveness
+    /// then comes from the runtime's node-level failure detector, which must
+    /// call [`crate::Raft::peer_down`] and [`crate::Raft::peer_up`]: turn this
+    /// on only in a runtime that does. A quiesced leader is not ticked, so
+    /// [`crate::Machine::tick`] does not run while it is quiesced (machines
+    /// that need time to pass while idle ask for timer effects). Off by
+    /// default; the rules are in `quiesce.rs` and under "Deviations from
+    /// Raft" in the crate docs.
+    pub quiesce: bool,
 }
 
 impl Config {
@@ -58,6 +69,7 @@ impl Config {
             snapshot_interval_entries_min: 4_096,
             low_priority_batch_max: 256,
             pending_proposals_max: 1 << 20,
+            quiesce: false,
         }
     }
 

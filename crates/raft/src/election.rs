@@ -58,6 +58,7 @@ impl<M: Machine> Raft<M> {
                         Message::HeartbeatResponse(crate::message::HeartbeatResponse {
                             read_round: 0,
                             last_index,
+                            quiesced: false,
                         }),
                     );
                 }
@@ -88,6 +89,11 @@ impl<M: Machine> Raft<M> {
     }
 
     pub(crate) fn tick_election(&mut self) {
+        if self.quiesced {
+            // The leader quiesced: no timer runs; it is the failure
+            // detector's `peer_down` that starts an election (quiesce.rs).
+            return;
+        }
         if !self.can_campaign() {
             // Non-voters never campaign; they wait to be promoted.
             self.reset_election_deadline();
@@ -124,6 +130,8 @@ impl<M: Machine> Raft<M> {
         };
         self.leader = None;
         self.leader_contact_ms = None;
+        self.leader_round = 0;
+        self.quiesced = false;
         self.actions.push(Action::RoleChanged {
             role: self.role,
             term: self.term,
@@ -191,6 +199,9 @@ impl<M: Machine> Raft<M> {
         request: VoteRequest,
         pre_vote: bool,
     ) {
+        if self.role == Role::Leader {
+            self.answer_campaigning_member(from);
+        }
         // Raft §5.4.1: only vote for a candidate whose log is at least as up
         // to date as ours. And never for code older than ours, so an upgraded
         // cluster stays led by upgraded code.
@@ -279,6 +290,7 @@ impl<M: Machine> Raft<M> {
         if self.transfer.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
+        self.wake();
         self.transfer = Some((target, self.now_ms + self.config.election_timeout_ms));
         self.maybe_send_timeout_now(target);
         Ok(TransferOutcome::Started)

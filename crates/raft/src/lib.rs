@@ -114,6 +114,29 @@
 //!   machine that never releases grows memory as well as disk.
 //! * **Voters refuse candidates running an older machine version** (ra's
 //!   rule), so an upgraded cluster stays led by upgraded code.
+//! * **Quiescence** (opt-in, [`Config::quiesce`]; rules in `quiesce.rs`). An
+//!   idle leader whose live followers hold and have committed its whole log
+//!   announces a quiescing heartbeat round, then, once every live follower
+//!   confirmed it, stops heartbeats and check-quorum; its followers stop
+//!   their election timers. Raft's liveness argument (§5.2: a follower that
+//!   hears nothing campaigns) is replaced by the runtime's node-level failure
+//!   detector: [`Raft::peer_down`] of its leader makes a follower forget the
+//!   leader's contact (the lease of thesis §4.2.3) and campaign after a
+//!   random delay in `[0, election_timeout_ms / 4)` instead of `[T, 2T)`.
+//!   Safe: terms, votes, the log and the commit rule are untouched, so a
+//!   detector that is wrong costs elections, never safety; quiesced
+//!   followers grant (pre-)votes by the usual rules. Live only as long as the
+//!   detector eventually reports real failures.
+//! * **Check-quorum by liveness.** A leader whose voters not reported down
+//!   ([`Raft::peer_down`]) are no longer a quorum steps down at once (with
+//!   `check_quorum`), quiesced or not: a quiesced leader runs no quorum
+//!   timer. It sends no heartbeats or retransmissions to peers reported down
+//!   and probes them afresh on [`Raft::peer_up`].
+//! * **A leader answers a member's (pre-)vote request with a heartbeat**
+//!   when quiescence is on or the member is reported down: the member has
+//!   not heard from it, and a heartbeat in the current term makes it follow
+//!   again instead of winning an election (a restarted follower, or a false
+//!   suspicion). The request itself is refused as before.
 pub mod action;
 pub mod config;
 mod election;
@@ -123,6 +146,7 @@ pub mod machine;
 mod membership;
 pub mod message;
 mod progress;
+mod quiesce;
 mod raft;
 mod read;
 mod replication;

@@ -108,8 +108,16 @@ pub struct ConflictHint {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub commit: LogIndex,
-    /// The newest ReadIndex round this heartbeat confirms.
+    /// The newest ReadIndex round this heartbeat confirms. Rounds also order
+    /// a leader's quiescence: every heartbeat of one round has the same
+    /// `quiesce` flag, so a follower obeys the newest round it has seen and
+    /// ignores older (reordered) heartbeats' flags.
     pub read_round: u64,
+    /// The leader is quiescing ([`crate::Config::quiesce`]): the follower
+    /// has everything, `commit` is the leader's last index, and no more
+    /// heartbeats will come while the cluster is idle. The follower stops its
+    /// election timer until the leader is active again or reported down.
+    pub quiesce: bool,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -118,6 +126,9 @@ pub struct HeartbeatResponse {
     /// The follower's last log index, for diagnostics: the leader acts only
     /// on acknowledged (durable) match indexes.
     pub last_index: LogIndex,
+    /// Answering a quiescing heartbeat: the follower stopped its election
+    /// timer for this leader.
+    pub quiesced: bool,
 }
 
 /// One chunk of a snapshot being installed on a follower (Raft §7).

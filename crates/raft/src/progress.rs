@@ -36,6 +36,8 @@ pub(crate) struct Progress {
     pub(crate) read_round: u64,
     /// The highest commit index this follower has been told it may apply.
     pub(crate) commit_told: LogIndex,
+    /// The follower confirmed the leader's current quiescing round.
+    pub(crate) quiesce_acked: bool,
 }
 
 impl Progress {
@@ -51,6 +53,7 @@ impl Progress {
             recently_active: false,
             read_round: 0,
             commit_told: 0,
+            quiesce_acked: false,
         }
     }
 
@@ -128,5 +131,13 @@ impl Progress {
 
     pub(crate) fn has_inflight(&self) -> bool {
         !self.inflight.is_empty() || self.waiting
+    }
+
+    /// Holds everything up to `last` durably, with nothing in flight and no
+    /// snapshot transfer: the leader has nothing left to send it.
+    pub(crate) fn caught_up(&self, last: LogIndex) -> bool {
+        self.match_index == last
+            && self.state == ReplicationState::Replicate
+            && !self.has_inflight()
     }
 }

@@ -2,7 +2,7 @@
 //! transitions every concern shares. Protocol details live in the sibling
 //! modules: `election`, `replication`, `membership`, `read`, `snapshot`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -49,6 +49,9 @@ pub struct Status {
     pub machine_version: u32,
     pub members: Configuration,
     pub terminated: bool,
+    /// A leader: quiesced (idle, no heartbeats, no timers). A follower: told
+    /// by its leader that it quiesced, so its election timer is stopped.
+    pub quiesced: bool,
 }
 
 /// One Raft server: a deterministic state machine driven by
@@ -99,6 +102,22 @@ pub struct Raft<M: Machine> {
     /// match ours through, and the highest index acknowledged so far.
     pub(crate) leader_match: LogIndex,
     pub(crate) acknowledged: LogIndex,
+    /// Leader: idle and quiesced, every live follower has confirmed it (no
+    /// heartbeats, no timers). Follower: its leader said it is quiescing, so
+    /// the election timer is stopped until the leader is active again or is
+    /// reported down (see `quiesce.rs`).
+    pub(crate) quiesced: bool,
+    /// Leader: the ReadIndex round whose heartbeats announce quiescence,
+    /// while quiescing or quiesced. Invariant: `quiesced` on a leader implies
+    /// `quiescing.is_some()`.
+    pub(crate) quiescing: Option<u64>,
+    /// Follower: the newest heartbeat round seen from this term's leader; a
+    /// heartbeat of an older round does not change `quiesced`.
+    pub(crate) leader_round: u64,
+    /// Peers whose node the runtime's failure detector suspects
+    /// ([`Raft::peer_down`]); only members of the configuration in force are
+    /// kept, which bounds it.
+    pub(crate) down: BTreeSet<ServerId>,
     /// The end-of-life entry's index, once applied.
     pub(crate) end_of_life: Option<LogIndex>,
     pub(crate) terminated: bool,
@@ -183,6 +202,10 @@ impl<M: Machine> Raft<M> {
             transfer: None,
             leader_match: 0,
             acknowledged: 0,
+            quiesced: false,
+            quiescing: None,
+            leader_round: 0,
+            down: BTreeSet::new(),
             end_of_life: None,
             terminated: false,
             halted_at: None,
@@ -277,18 +300,23 @@ impl<M: Machine> Raft<M> {
 
     /// Drain the actions produced since the last call, after flushing the
     /// current batch of proposals. Execute them in order (see [`Action`]).
+    /// An idle leader with [`Config::quiesce`] starts or completes its
+    /// quiescence here, so ask [`Raft::next_deadline_ms`] after this call.
     pub fn take_actions(&mut self) -> Vec<Action<M>> {
         if self.role == Role::Leader {
             self.flush_proposals();
             self.flush_read_round();
+            self.update_quiescence();
         }
         self.write_unwritten();
         std::mem::take(&mut self.actions)
     }
 
-    /// When the core next needs a [`Raft::tick`] (ms), if ever.
+    /// When the core next needs a [`Raft::tick`] (ms), if ever. `None` for a
+    /// quiesced server (leader or follower): the runtime may park it with no
+    /// timer until a message, a proposal or a failure-detector notice.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        if self.terminated {
+        if self.terminated || self.quiesced {
             return None;
         }
         match self.role {
@@ -321,6 +349,7 @@ impl<M: Machine> Raft<M> {
             machine_version: self.machine_version,
             members: self.membership().clone(),
             terminated: self.terminated,
+            quiesced: self.quiesced,
         }
     }
 
@@ -359,7 +388,7 @@ impl<M: Machine> Raft<M> {
 
     // ----- shared helpers -------------------------------------------------
 
-    fn advance_clock(&mut self, now_ms: u64) {
+    pub(crate) fn advance_clock(&mut self, now_ms: u64) {
         // Time is an input; tolerate a runtime whose clock steps back by
         // never moving ours backwards.
         self.now_ms = self.now_ms.max(now_ms);
@@ -459,6 +488,7 @@ impl<M: Machine> Raft<M> {
         self.voted_for = None;
         self.leader_match = 0;
         self.acknowledged = 0;
+        self.leader_round = 0;
     }
 
     /// Become a follower in `term` (which may be the current one).
@@ -472,8 +502,15 @@ impl<M: Machine> Raft<M> {
             self.step_down_cleanup(leader);
         }
         self.role = Role::Follower;
+        if self.leader != leader {
+            self.leader_round = 0;
+        }
         self.leader = leader;
         self.votes.clear();
+        // Quiescence belongs to one leader's idle period: a follower starts
+        // out with its election timer running.
+        self.quiesced = false;
+        self.quiescing = None;
         self.reset_election_deadline();
         if was != (self.role, self.term, self.leader) {
             self.announce_role();
@@ -521,6 +558,8 @@ impl<M: Machine> Raft<M> {
         self.leader = Some(self.config.id);
         self.votes.clear();
         self.transfer = None;
+        self.quiesced = false;
+        self.quiescing = None;
         let next = self.log.last_index() + 1;
         let now = self.now_ms;
         self.progress = self

@@ -72,6 +72,7 @@ impl<M: Machine> Raft<M> {
                 leader: self.leader,
             });
         }
+        self.wake();
         #[cfg(feature = "planted-bugs")]
         if self.bugs.read_without_read_index {
             let reply = self.machine.query(&query);
@@ -112,6 +113,26 @@ impl<M: Machine> Raft<M> {
     pub(crate) fn read_round_sent(&mut self) {
         self.reads.unsent = false;
         self.reads.broadcast_round = self.reads.round;
+    }
+
+    /// Hand out a round that no read belongs to and mark it broadcast, so
+    /// every heartbeat from now on carries it. Quiescing and waking each
+    /// start one: a follower can then tell the newer of two heartbeats
+    /// apart. Requires no unsent reads (a read registered later gets the
+    /// next round).
+    pub(crate) fn fresh_read_round(&mut self) -> u64 {
+        assert!(!self.reads.unsent, "reads would join a round already sent");
+        self.reads.round += 1;
+        self.read_round_sent();
+        self.reads.round
+    }
+
+    /// No read is waiting in any stage (quiescence requires it).
+    pub(crate) fn reads_idle(&self) -> bool {
+        !self.reads.unsent
+            && self.reads.blocked.is_empty()
+            && self.reads.pending.is_empty()
+            && self.reads.ready.is_empty()
     }
 
     /// The leader's first commit of its term unblocks waiting reads.

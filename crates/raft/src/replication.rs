@@ -84,13 +84,17 @@ impl<M: Machine> Raft<M> {
             Priority::Normal => {
                 self.append_entry(Payload::Command(Bytes::from(data)), reply_to);
             }
-            Priority::Low => self.low_priority.push_back((Bytes::from(data), reply_to)),
+            Priority::Low => {
+                self.wake();
+                self.low_priority.push_back((Bytes::from(data), reply_to));
+            }
         }
         Ok(())
     }
 
     /// Leader: append one entry of the current term to the log.
     pub(crate) fn append_entry(&mut self, payload: Payload, reply_to: ReplyTo) -> LogIndex {
+        self.wake();
         let index = self.log.last_index() + 1;
         let entry = Entry {
             index,
@@ -181,6 +185,9 @@ impl<M: Machine> Raft<M> {
                 let told = commit.min(last.unwrap_or(prev_index));
                 progress.commit_told = progress.commit_told.max(told);
             }
+            // Replicating is activity: a quiesced leader resumes its timers
+            // (retransmission needs them).
+            self.wake();
             self.send(peer, self.term, Message::Append(request));
             sent = true;
             if is_probe || last.is_none() {
@@ -264,6 +271,7 @@ impl<M: Machine> Raft<M> {
                 );
             }
             AppendOutcome::Matched { matched, written } => {
+                let wrote = !written.is_empty();
                 if let Some(first) = written.first() {
                     // A rewritten suffix may have held configuration entries
                     // and acknowledgements: forget them (thesis §4.1).
@@ -280,9 +288,16 @@ impl<M: Machine> Raft<M> {
                 self.leader_match = self.leader_match.max(matched);
                 // Raft §5.3 rule 5: commit = min(leaderCommit, last new entry).
                 let commit = leader_commit.min(matched);
+                let news = wrote || commit > self.log.commit;
                 if commit > self.log.commit {
                     self.log.commit = commit;
                     self.apply_committed();
+                }
+                if news {
+                    // New entries or a new commit index: the leader is
+                    // active again, so the election timer runs again. (A
+                    // duplicate of an old append carries neither.)
+                    self.quiesced = false;
                 }
                 // Answer now if everything this message matched is durable;
                 // otherwise `log_durable` answers once it is.
@@ -303,6 +318,8 @@ impl<M: Machine> Raft<M> {
         }
         if self.leader != Some(from) {
             self.leader = Some(from);
+            self.leader_round = 0;
+            self.quiesced = false;
             self.announce_role();
         }
         self.leader_contact_ms = Some(self.now_ms);
@@ -424,6 +441,14 @@ impl<M: Machine> Raft<M> {
             self.log.commit = commit;
             self.apply_committed();
         }
+        // Every heartbeat of one round carries the same `quiesce` flag (a
+        // leader starts a fresh round to quiesce and another to wake), so
+        // the newest round seen decides; an older, reordered heartbeat does
+        // not undo it.
+        if heartbeat.read_round >= self.leader_round {
+            self.leader_round = heartbeat.read_round;
+            self.quiesced = heartbeat.quiesce;
+        }
         let last_index = self.log.last_index();
         self.send(
             from,
@@ -431,16 +456,23 @@ impl<M: Machine> Raft<M> {
             Message::HeartbeatResponse(HeartbeatResponse {
                 read_round: heartbeat.read_round,
                 last_index,
+                quiesced: heartbeat.quiesce && self.quiesced,
             }),
         );
     }
 
     pub(crate) fn on_heartbeat_response(&mut self, from: ServerId, response: HeartbeatResponse) {
         let last = self.log.last_index();
+        let quiescing = self.quiescing;
         let Some(progress) = self.heard_from(from) else {
             return;
         };
         progress.read_round = progress.read_round.max(response.read_round);
+        // Only an answer to this quiescing round counts: rounds only grow
+        // and a wake starts a new one, so a stale confirmation is ignored.
+        if response.quiesced && quiescing.is_some_and(|round| response.read_round >= round) {
+            progress.quiesce_acked = true;
+        }
         if progress.match_index < last {
             self.send_append(from);
         }
@@ -448,6 +480,10 @@ impl<M: Machine> Raft<M> {
     }
 
     pub(crate) fn tick_leader(&mut self) {
+        if self.quiesced {
+            // No timers while quiesced; only an input wakes the leader.
+            return;
+        }
         let now = self.now_ms;
         if now >= self.quorum_check_deadline_ms {
             self.quorum_check_deadline_ms = now + self.config.election_timeout_ms;
@@ -478,6 +514,10 @@ impl<M: Machine> Raft<M> {
         let patience = 2 * self.config.heartbeat_interval_ms;
         let mut resend = Vec::new();
         for (id, progress) in self.progress.iter_mut() {
+            // No traffic to peers reported down; `peer_up` probes them.
+            if self.down.contains(id) {
+                continue;
+            }
             if progress.has_inflight() && now >= progress.last_ack_ms + patience {
                 match progress.state {
                     ReplicationState::Snapshot { .. } => progress.waiting = false,
@@ -497,11 +537,12 @@ impl<M: Machine> Raft<M> {
         }
     }
 
-    /// A heartbeat to every follower, carrying the newest ReadIndex round.
+    /// A heartbeat to every follower not reported down, carrying the newest
+    /// ReadIndex round.
     pub(crate) fn broadcast_heartbeat(&mut self) {
         self.read_round_sent();
         let round = self.reads.round;
-        let peers: Vec<ServerId> = self.progress.keys().copied().collect();
+        let peers = self.live_peers();
         for peer in peers {
             self.send_heartbeat(peer, round);
         }
@@ -520,7 +561,7 @@ impl<M: Machine> Raft<M> {
 
     /// `read_round` must be a round whose reads were all registered before
     /// now (see `read.rs`): the follower's echo confirms them.
-    fn send_heartbeat(&mut self, peer: ServerId, read_round: u64) {
+    pub(crate) fn send_heartbeat(&mut self, peer: ServerId, read_round: u64) {
         let Some(progress) = self.progress.get(&peer) else {
             return;
         };
@@ -530,7 +571,11 @@ impl<M: Machine> Raft<M> {
         if let Some(progress) = self.progress.get_mut(&peer) {
             progress.commit_told = progress.commit_told.max(commit);
         }
-        let heartbeat = Heartbeat { commit, read_round };
+        let heartbeat = Heartbeat {
+            commit,
+            read_round,
+            quiesce: self.quiescing.is_some(),
+        };
         self.send(peer, self.term, Message::Heartbeat(heartbeat));
     }
 

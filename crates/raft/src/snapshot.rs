@@ -149,6 +149,11 @@ impl<M: Machine> Raft<M> {
     ) -> Result<(), StepError> {
         self.note_leader_contact(from);
         let index = chunk.meta.index;
+        if index > self.log.commit {
+            // A snapshot we lack: the leader is active, the timer runs. (A
+            // stale chunk of one we already hold does not count.)
+            self.quiesced = false;
+        }
         let reply = |raft: &mut Self, response: SnapshotResponse| {
             raft.send(from, raft.term, Message::InstallSnapshotResponse(response));
         };

@@ -126,9 +126,9 @@ fn message() -> impl Strategy<Value = Message> {
                 hint: ConflictHint { term, index },
             })
         }),
-        2 => (0u64..10, 0u64..4).prop_map(|(commit, read_round)| Message::Heartbeat(Heartbeat { commit, read_round })),
-        2 => (0u64..4, 0u64..10).prop_map(|(read_round, last_index)| {
-            Message::HeartbeatResponse(HeartbeatResponse { read_round, last_index })
+        2 => (0u64..10, 0u64..4, any::<bool>()).prop_map(|(commit, read_round, quiesce)| Message::Heartbeat(Heartbeat { commit, read_round, quiesce })),
+        2 => (0u64..4, 0u64..10, any::<bool>()).prop_map(|(read_round, last_index, quiesced)| {
+            Message::HeartbeatResponse(HeartbeatResponse { read_round, last_index, quiesced })
         }),
         2 => snapshot_chunk().prop_map(Message::InstallSnapshot),
         1 => (0u64..10, 0u64..40, 0usize..3).prop_map(|(index, next_offset, kind)| {
@@ -180,6 +180,9 @@ enum Op {
     Transfer(u64),
     Event,
     EndOfLife,
+    /// The failure detector reports a server down / up (possibly falsely).
+    PeerDown(u64),
+    PeerUp(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -198,6 +201,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u64..4).prop_map(Op::Transfer),
         1 => Just(Op::Event),
         1 => Just(Op::EndOfLife),
+        2 => (1u64..5).prop_map(Op::PeerDown),
+        2 => (1u64..5).prop_map(Op::PeerUp),
     ]
 }
 
@@ -242,10 +247,11 @@ fn proptest_config(cases: u32) -> ProptestConfig {
 
 // ----- one server, arbitrary input ----------------------------------------------------
 
-fn run_single(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run_single(quiesce: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut config = config(1);
     config.snapshot_interval_entries_min = 2;
     config.snapshot_chunk_bytes = 3;
+    config.quiesce = quiesce;
     let mut raft: Raft<TestMachine> = fresh_with(config, &[1, 2, 3]);
     let mut now = 0u64;
     let mut previous = raft.status();
@@ -285,6 +291,7 @@ fn run_single(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         Message::HeartbeatResponse(HeartbeatResponse {
                             read_round: k % 4,
                             last_index: k % 8,
+                            quiesced: k % 3 == 0,
                         }),
                     ),
                 };
@@ -334,6 +341,8 @@ fn run_single(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::EndOfLife => {
                 let _ = raft.propose_end_of_life(now);
             }
+            Op::PeerDown(id) => raft.peer_down(now, ServerId(id)),
+            Op::PeerUp(id) => raft.peer_up(now, ServerId(id)),
         }
         for action in acts(&mut raft) {
             if let Act::AppendLog(entries) = &action {
@@ -343,10 +352,28 @@ fn run_single(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         let status = raft.status();
         check_status(&status, Some(&previous))?;
-        if let Some(deadline) = raft.next_deadline_ms() {
-            prop_assert!(
+        match raft.next_deadline_ms() {
+            Some(deadline) => prop_assert!(
                 deadline <= now + 10_000,
                 "deadline far away: {deadline} at {now}"
+            ),
+            // Only a quiesced server, a terminated one or one that cannot
+            // campaign may go without a timer.
+            None => prop_assert!(
+                status.quiesced
+                    || status.terminated
+                    || (status.role != Role::Leader && !status.members.is_voter(status.id)),
+                "no deadline: {status:?}"
+            ),
+        }
+        if status.quiesced {
+            prop_assert!(quiesce || status.role != Role::Leader);
+            // A quiesced server does nothing when ticked.
+            now += 100_000;
+            raft.tick(now);
+            prop_assert!(
+                acts(&mut raft).is_empty(),
+                "a quiesced server acted on a tick"
             );
         }
         previous = status;
@@ -358,8 +385,11 @@ proptest! {
     #![proptest_config(proptest_config(1_000))]
 
     #[test]
-    fn single_server_survives_arbitrary_input(ops in proptest::collection::vec(op(), 1..150)) {
-        run_single(ops)?;
+    fn single_server_survives_arbitrary_input(
+        quiesce in any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..150),
+    ) {
+        run_single(quiesce, ops)?;
     }
 }
 
@@ -383,6 +413,9 @@ enum NetOp {
     Restart(u64),
     Remove(u64),
     Add(u64),
+    /// `.0`'s failure detector reports `.1` down / up (possibly falsely).
+    PeerDown(u64, u64),
+    PeerUp(u64, u64),
 }
 
 fn net_op() -> impl Strategy<Value = NetOp> {
@@ -401,7 +434,9 @@ fn net_op() -> impl Strategy<Value = NetOp> {
         1 => (server.clone(), server.clone()).prop_map(|(a, b)| NetOp::Transfer(a, b)),
         1 => server.clone().prop_map(NetOp::Restart),
         1 => server.clone().prop_map(NetOp::Remove),
-        1 => server.prop_map(NetOp::Add),
+        1 => server.clone().prop_map(NetOp::Add),
+        2 => (server.clone(), server.clone()).prop_map(|(a, b)| NetOp::PeerDown(a, b)),
+        2 => (server.clone(), server).prop_map(|(a, b)| NetOp::PeerUp(a, b)),
     ]
 }
 
@@ -462,12 +497,17 @@ fn check_cluster(c: &Cluster<TestMachine>, seen: &mut History) -> Result<(), Tes
 }
 
 /// Returns the highest index seen committed.
-fn run_cluster(auto_durable: bool, ops: Vec<NetOp>) -> Result<LogIndex, TestCaseError> {
+fn run_cluster(
+    auto_durable: bool,
+    quiesce: bool,
+    ops: Vec<NetOp>,
+) -> Result<LogIndex, TestCaseError> {
     let mut c = Cluster::<TestMachine>::new(3, |config| {
         config.snapshot_interval_entries_min = 3;
         config.snapshot_chunk_bytes = 5;
         config.inflight_appends_max = 2;
         config.append_entries_max = 2;
+        config.quiesce = quiesce;
     });
     c.auto_durable = auto_durable;
     let mut seen = History::default();
@@ -553,6 +593,14 @@ fn run_cluster(auto_durable: bool, ops: Vec<NetOp>) -> Result<LogIndex, TestCase
                     c.execute(leader);
                 }
             }
+            NetOp::PeerDown(observer, peer) => {
+                c.raft(observer).peer_down(now, ServerId(peer));
+                c.execute(ServerId(observer));
+            }
+            NetOp::PeerUp(observer, peer) => {
+                c.raft(observer).peer_up(now, ServerId(peer));
+                c.execute(ServerId(observer));
+            }
         }
         check_cluster(&c, &mut seen)?;
     }
@@ -566,9 +614,10 @@ proptest! {
     #[test]
     fn three_servers_stay_safe_under_random_delivery(
         auto_durable in any::<bool>(),
+        quiesce in any::<bool>(),
         ops in proptest::collection::vec(net_op(), 1..400),
     ) {
-        run_cluster(auto_durable, ops)?;
+        run_cluster(auto_durable, quiesce, ops)?;
     }
 }
 
@@ -587,6 +636,11 @@ fn random_harness_makes_progress() {
             ops.push(NetOp::Deliver(k));
         }
     }
-    let committed = run_cluster(false, ops).unwrap();
-    assert!(committed > 40, "only {committed} entries committed");
+    for quiesce in [false, true] {
+        let committed = run_cluster(false, quiesce, ops.clone()).unwrap();
+        assert!(
+            committed > 40,
+            "only {committed} entries committed (quiesce {quiesce})"
+        );
+    }
 }

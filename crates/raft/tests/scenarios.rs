@@ -6,10 +6,10 @@ mod common;
 
 use bytes::Bytes;
 use chorus_raft::{
-    Abandoned, AppendRequest, AppendResponse, CallerId, ConflictHint, Entry, HardState, Heartbeat,
-    HeartbeatResponse, MembershipChange, Message, Payload, Persisted, Priority, ProposeError, Raft,
-    RecoveryError, ReplyTo, RequestId, Role, SnapshotChunk, SnapshotMeta, SnapshotResponse,
-    StepError, TransferOutcome, VoteRequest, VoteResponse,
+    Abandoned, AppendRequest, AppendResponse, CallerId, ConflictHint, Entry, Envelope, HardState,
+    Heartbeat, HeartbeatResponse, MembershipChange, Message, Payload, Persisted, Priority,
+    ProposeError, Raft, RecoveryError, ReplyTo, RequestId, Role, SnapshotChunk, SnapshotMeta,
+    SnapshotResponse, StepError, TransferOutcome, VoteRequest, VoteResponse,
 };
 use common::*;
 
@@ -414,6 +414,7 @@ fn leader_stickiness_vote_ignored_while_leader_is_heard() {
     let heartbeat = Message::Heartbeat(Heartbeat {
         commit: 0,
         read_round: 0,
+        quiesce: false,
     });
     follower.step(100, env(1, 2, 1, heartbeat)).unwrap();
     acts(&mut follower);
@@ -476,6 +477,7 @@ fn leader_stickiness_lifted_by_leadership_transfer() {
                 Message::Heartbeat(Heartbeat {
                     commit: 0,
                     read_round: 0,
+                    quiesce: false,
                 }),
             ),
         )
@@ -1077,6 +1079,7 @@ fn consistent_query_waits_for_a_quorum_heartbeat_round() {
             Message::Heartbeat(Heartbeat {
                 commit,
                 read_round: 1,
+                quiesce: false,
             }),
         )
     };
@@ -1089,6 +1092,7 @@ fn consistent_query_waits_for_a_quorum_heartbeat_round() {
         Message::HeartbeatResponse(HeartbeatResponse {
             read_round: 0,
             last_index: 2,
+            quiesced: false,
         }),
     ));
     result.unwrap();
@@ -1101,6 +1105,7 @@ fn consistent_query_waits_for_a_quorum_heartbeat_round() {
         Message::HeartbeatResponse(HeartbeatResponse {
             read_round: 1,
             last_index: 2,
+            quiesced: false,
         }),
     ));
     result.unwrap();
@@ -1191,6 +1196,7 @@ fn consistent_query_abandoned_when_leadership_is_lost() {
         Message::Heartbeat(Heartbeat {
             commit: 1,
             read_round: 0,
+            quiesce: false,
         }),
     ));
     result.unwrap();
@@ -1244,6 +1250,7 @@ fn abandoned_requests_name_the_new_leader_when_it_is_known() {
         Message::Heartbeat(Heartbeat {
             commit: 1,
             read_round: 0,
+            quiesce: false,
         }),
     ));
     assert!(out.contains(&Act::QueryAbandoned {
@@ -1606,6 +1613,7 @@ fn older_code_halts_at_newer_machine_version_entry() {
                 Message::Heartbeat(Heartbeat {
                     commit: 3,
                     read_round: 0,
+                    quiesce: false,
                 }),
             ),
         )
@@ -1745,6 +1753,7 @@ fn stale_term_messages_follow_the_rules() {
         Message::HeartbeatResponse(HeartbeatResponse {
             read_round: 0,
             last_index: 1,
+            quiesced: false,
         }),
     ));
     // A deposed leader's append or heartbeat is answered with our term.
@@ -1756,6 +1765,7 @@ fn stale_term_messages_follow_the_rules() {
         stale(Message::Heartbeat(Heartbeat {
             commit: 1,
             read_round: 4,
+            quiesce: false,
         })),
     )
     .unwrap();
@@ -1796,6 +1806,7 @@ fn deposed_leader_steps_down_on_newer_term_answer() {
         Message::HeartbeatResponse(HeartbeatResponse {
             read_round: 0,
             last_index: 1,
+            quiesced: false,
         }),
     ));
     result.unwrap();
@@ -1940,6 +1951,292 @@ fn recovered_server_keeps_its_vote() {
             Act::Send(env(2, 3, 4, Message::VoteResponse(granted(true)))),
         ]
     );
+}
+
+// ----- quiescence ----------------------------------------------------------------------
+
+/// Three voters with quiescence on, led by s1 in term 1, noop committed.
+fn three_quiescing() -> Cluster<TestMachine> {
+    let mut c = Cluster::<TestMachine>::new(3, |config| config.quiesce = true);
+    c.elect(1);
+    c
+}
+
+fn all_quiesced(c: &mut Cluster<TestMachine>) -> bool {
+    c.ids().into_iter().all(|id| {
+        let raft = c.raft(id.0);
+        raft.status().quiesced && raft.next_deadline_ms().is_none()
+    })
+}
+
+/// The messages sent in the trace from index `from` on.
+fn sent_since(c: &Cluster<TestMachine>, from: usize) -> Vec<Envelope> {
+    c.trace[from..]
+        .iter()
+        .filter_map(|(_, act)| match act {
+            Act::Send(envelope) => Some(envelope.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn quiesce_three_servers_after_a_write_then_nothing_is_sent() {
+    let mut c = three_quiescing();
+    let mark = c.trace.len();
+    c.propose(1, Cmd::Add(5), ReplyTo::Request(RequestId(1)))
+        .unwrap();
+    c.deliver_all();
+    assert!(c.node(1).outputs.contains(&Act::Reply {
+        request: RequestId(1),
+        index: 2,
+        reply: 5
+    }));
+    // Once both followers hold (durably) and have committed the whole log,
+    // the leader announces one quiescing round: a fresh ReadIndex round
+    // whose heartbeats carry the flag and commit = the last index. (Round 1
+    // quiesced the cluster after the election, the proposal woke it with
+    // round 2, this is round 3.)
+    let quiescing: Vec<Envelope> = sent_since(&c, mark)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e.message,
+                Message::Heartbeat(Heartbeat { quiesce: true, .. })
+            )
+        })
+        .collect();
+    let round = |to| {
+        env(
+            1,
+            to,
+            1,
+            Message::Heartbeat(Heartbeat {
+                commit: 2,
+                read_round: 3,
+                quiesce: true,
+            }),
+        )
+    };
+    assert_eq!(quiescing, vec![round(2), round(3)]);
+    assert!(all_quiesced(&mut c));
+    for id in 1..=3 {
+        let status = c.raft(id).status();
+        assert_eq!((status.commit_index, status.applied_index), (2, 2), "s{id}");
+    }
+    // Idle: hours of ticks send nothing, and nobody campaigns.
+    let mark = c.trace.len();
+    for _ in 0..100 {
+        c.run(60_000, 60_000);
+    }
+    assert!(
+        sent_since(&c, mark).is_empty(),
+        "an idle cluster sent messages"
+    );
+    assert_eq!(c.leader(), Some(s(1)));
+    assert_eq!(c.raft(2).term(), 1);
+}
+
+#[test]
+fn quiesced_leader_wakes_on_propose_and_quiesces_again() {
+    let mut c = three_quiescing();
+    c.run(100, 100);
+    assert!(all_quiesced(&mut c));
+    c.now += 3_600_000;
+    let now = c.now;
+    c.raft(1)
+        .propose(
+            now,
+            Cmd::Add(2),
+            Priority::Normal,
+            ReplyTo::Request(RequestId(2)),
+        )
+        .unwrap();
+    assert!(!c.raft(1).status().quiesced);
+    assert_eq!(
+        c.raft(1).next_deadline_ms(),
+        Some(now),
+        "heartbeat due at once"
+    );
+    let acts = c.execute(s(1));
+    assert_eq!(sends(&acts).len(), 2, "appends to both followers: {acts:?}");
+    // A follower that receives new entries runs its election timer again.
+    c.deliver_one().unwrap().1.unwrap();
+    assert!(!c.raft(2).status().quiesced);
+    assert!(c.raft(2).next_deadline_ms().is_some());
+    c.deliver_all();
+    assert!(c.node(1).outputs.contains(&Act::Reply {
+        request: RequestId(2),
+        index: 2,
+        reply: 2
+    }));
+    assert!(all_quiesced(&mut c));
+    // Reads and transfers wake it too.
+    let now = c.now;
+    c.raft(1)
+        .consistent_query(now, RequestId(3), Query::Total)
+        .unwrap();
+    assert!(c.raft(1).next_deadline_ms().is_some());
+    c.execute(s(1));
+    c.deliver_all();
+    assert!(c.node(1).outputs.contains(&Act::QueryReply {
+        request: RequestId(3),
+        reply: 2
+    }));
+    assert!(all_quiesced(&mut c));
+    c.raft(1).transfer_leadership(now, s(3)).unwrap();
+    c.execute(s(1));
+    c.deliver_all();
+    assert_eq!(c.leader(), Some(s(3)));
+    c.run(100, 100);
+    assert!(all_quiesced(&mut c));
+}
+
+#[test]
+fn followers_campaign_soon_after_peer_down_of_their_quiesced_leader() {
+    let mut c = three_quiescing();
+    c.run(100, 100);
+    assert!(all_quiesced(&mut c));
+    c.now += 3_600_000;
+    // s1's process dies; the node-level failure detector tells the others.
+    c.isolate(1);
+    let down_at = c.now;
+    for id in [2, 3] {
+        c.raft(id).peer_down(down_at, s(1));
+        let deadline = c.raft(id).next_deadline_ms().expect("a timer again");
+        assert!(
+            (down_at..down_at + 1_000 / 4).contains(&deadline),
+            "s{id} campaigns within a quarter election timeout, not at {deadline}"
+        );
+        assert!(!c.raft(id).status().quiesced);
+    }
+    let mut elected_at = None;
+    while elected_at.is_none() && c.now < down_at + 5_000 {
+        c.tick(10);
+        c.deliver_all();
+        if c.ids()
+            .iter()
+            .any(|id| id.0 != 1 && c.node(id.0).raft.role() == Role::Leader)
+        {
+            elected_at = Some(c.now);
+        }
+    }
+    let elected_at = elected_at.expect("a new leader");
+    assert!(
+        elected_at - down_at < 1_000,
+        "failover took {} ms",
+        elected_at - down_at
+    );
+    let leader = c.leader().unwrap();
+    assert_ne!(leader, s(1));
+    assert_eq!(c.raft(leader.0).term(), 2, "one election, no split vote");
+    // The new leader, knowing s1 is down, quiesces without it.
+    c.run(300, 10);
+    for id in [2, 3] {
+        assert!(c.raft(id).status().quiesced, "s{id}");
+        assert_eq!(c.raft(id).next_deadline_ms(), None, "s{id}");
+    }
+}
+
+#[test]
+fn leader_steps_down_when_peer_down_leaves_no_live_quorum() {
+    let mut c = three_quiescing();
+    c.run(100, 100);
+    assert!(all_quiesced(&mut c));
+    let now = c.now;
+    c.raft(1).peer_down(now, s(2));
+    assert_eq!(c.raft(1).role(), Role::Leader, "s1 and s3 are a quorum");
+    assert!(c.raft(1).status().quiesced);
+    c.raft(1).peer_down(now, s(3));
+    assert_eq!(c.raft(1).role(), Role::Follower);
+    assert_eq!(c.raft(1).term(), 1);
+    assert!(!c.raft(1).status().quiesced);
+    assert!(c.raft(1).next_deadline_ms().is_some());
+    // An active leader too (check-quorum by liveness).
+    let mut c = Cluster::<TestMachine>::new(3, |_| {});
+    c.elect(1);
+    let now = c.now;
+    c.raft(1).peer_down(now, s(2));
+    c.raft(1).peer_down(now, s(3));
+    assert_eq!(c.raft(1).role(), Role::Follower);
+}
+
+#[test]
+fn peer_up_brings_a_lagging_follower_up_to_date() {
+    let mut c = three_quiescing();
+    c.run(100, 100);
+    assert!(all_quiesced(&mut c));
+    c.isolate(3);
+    let now = c.now;
+    c.raft(1).peer_down(now, s(3));
+    for n in 1..=3 {
+        c.propose(1, Cmd::Add(n), ReplyTo::Nobody).unwrap();
+    }
+    c.run(200, 10);
+    // s1 and s2 quiesce without waiting for s3, and s1 sends it nothing.
+    assert!(c.raft(1).status().quiesced && c.raft(2).status().quiesced);
+    assert_eq!(c.raft(1).next_deadline_ms(), None);
+    assert_eq!(c.raft(1).status().commit_index, 4);
+    assert_eq!(c.raft(3).status().last_index, 1);
+    let mark = c.trace.len();
+    c.run(10_000, 100);
+    assert!(sent_since(&c, mark).is_empty());
+    // s3's node is back.
+    c.heal(3);
+    let now = c.now;
+    c.raft(1).peer_up(now, s(3));
+    assert!(!c.raft(1).status().quiesced);
+    c.execute(s(1));
+    c.run(200, 10);
+    let status = c.raft(3).status();
+    assert_eq!(
+        (status.last_index, status.commit_index, status.applied_index),
+        (4, 4, 4)
+    );
+    assert_eq!(c.raft(3).machine().total, 6);
+    assert!(all_quiesced(&mut c));
+    assert_eq!(c.leader(), Some(s(1)));
+}
+
+#[test]
+fn restarted_follower_runs_its_timer_and_is_brought_back_without_an_election() {
+    let mut c = three_quiescing();
+    c.run(100, 100);
+    assert!(all_quiesced(&mut c));
+    c.restart(s(2));
+    assert!(!c.raft(2).status().quiesced);
+    assert!(
+        c.raft(2).next_deadline_ms().is_some(),
+        "no leader known: normal timer"
+    );
+    // Its timer fires; the quiesced leader answers the pre-vote with a
+    // heartbeat, and s2 follows it (s3, quiesced, would have granted).
+    c.run(3_000, 10);
+    assert_eq!(c.leader(), Some(s(1)));
+    assert_eq!(c.raft(2).term(), 1);
+    assert_eq!(c.raft(2).leader(), Some(s(1)));
+    assert!(all_quiesced(&mut c));
+}
+
+#[test]
+fn false_suspicion_of_a_live_quiesced_leader_costs_no_election() {
+    let mut c = three_quiescing();
+    c.run(100, 100);
+    c.now += 3_600_000;
+    // s2's detector wrongly suspects s1: s2 campaigns at once. s3, quiesced
+    // and out of its lease long ago, grants the pre-vote by the usual rules;
+    // s1 answers the pre-vote with a heartbeat, which s2 hears first and
+    // follows.
+    let now = c.now;
+    c.raft(2).peer_down(now, s(1));
+    let mark = c.trace.len();
+    c.run(500, 10);
+    assert!(sent_since(&c, mark).contains(&env(3, 2, 2, Message::PreVoteResponse(granted(true)))));
+    assert_eq!(c.leader(), Some(s(1)));
+    for id in 1..=3 {
+        assert_eq!(c.raft(id).term(), 1, "s{id}");
+    }
+    assert!(all_quiesced(&mut c));
 }
 
 // ----- determinism -------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! chorus-sim: deterministic simulation of chorus Raft clusters.
 pub mod checker;
+pub mod detector;
 pub mod disk;
 pub mod kv;
 pub mod linearizability;

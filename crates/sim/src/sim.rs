@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::checker::Checker;
+use crate::detector::Detector;
 use crate::disk::Disk;
 use crate::kv::{KvCommand, KvQuery, KvReply, SimKv};
 use crate::linearizability::{self, KvOp, KvOutput, Operation, Verdict};
@@ -83,6 +84,19 @@ pub struct SimConfig {
     pub inflight_appends_max: usize,
     pub fault_phase_ms: u64,
     pub heal_phase_ms: u64,
+    /// Servers quiesce when idle (`chorus_raft::Config::quiesce`).
+    pub quiesce: bool,
+    /// A node-level failure detector tells servers `peer_down` / `peer_up`
+    /// (always on with `quiesce`, which needs it for liveness).
+    pub failure_detector: bool,
+    /// The detector reports within 1 ms ..= this after a change.
+    pub detector_delay_max_ms: u64,
+    /// The detector also suspects live peers at random during the faults.
+    pub false_suspicions: bool,
+    /// With `quiesce`: clients start no new operation in the last this-many
+    /// ms, and at the end every member of the leader's configuration must be
+    /// quiesced with no deadline (quiescence is reached, not just safe).
+    pub idle_tail_ms: u64,
     pub bugs: Bugs,
 }
 
@@ -124,6 +138,11 @@ impl SimConfig {
             inflight_appends_max: [4, 16][rng.gen_range(0..2)],
             fault_phase_ms: if leader_churn { 8_000 } else { 3_000 },
             heal_phase_ms: 3_000,
+            quiesce: false,
+            failure_detector: false,
+            detector_delay_max_ms: 0,
+            false_suspicions: false,
+            idle_tail_ms: 0,
             bugs,
         };
         // Tiny batches stretch replication over many messages; on slow or
@@ -135,6 +154,13 @@ impl SimConfig {
         } else {
             64
         };
+        // Drawn last, so the knobs above stay what they were for each seed.
+        config.quiesce = rng.gen_bool(0.5);
+        config.failure_detector = config.quiesce || rng.gen_bool(0.5);
+        config.detector_delay_max_ms =
+            config.election_timeout_ms * [1, 2, 4][rng.gen_range(0..3)] / 2;
+        config.false_suspicions = config.failure_detector && rng.gen_bool(0.5);
+        config.idle_tail_ms = if config.quiesce { 1_000 } else { 0 };
         config
     }
 
@@ -183,6 +209,12 @@ pub struct Report {
     pub snapshot_chunks_sent: u64,
     pub membership_changes: u64,
     pub transfers: u64,
+    /// Times a leader became quiesced (every live follower confirmed).
+    pub quiescences: u64,
+    /// `peer_down` / `peer_up` notices the failure detector delivered.
+    pub detector_reports: u64,
+    /// Of those, suspicions of live peers.
+    pub false_suspicions: u64,
     /// A digest of the whole run: the same seed must give the same trace.
     pub trace_digest: u64,
 }
@@ -213,6 +245,12 @@ enum Event {
     Churn,
     Admin,
     Heal,
+    /// The failure detector re-examines `observer`'s view of `peer`.
+    Detect {
+        observer: usize,
+        peer: usize,
+    },
+    FalseSuspicion,
 }
 
 struct Node {
@@ -223,6 +261,8 @@ struct Node {
     offset_ms: u64,
     /// Requests this incarnation holds: request id → (client, history index).
     requests: BTreeMap<u64, (usize, usize)>,
+    /// Leads and is quiesced (to count quiescences).
+    quiesced_leader: bool,
 }
 
 struct Client {
@@ -254,6 +294,9 @@ pub struct Sim {
     next_request: u64,
     next_value: u64,
     checker: Checker,
+    detector: Option<Detector>,
+    /// With `quiesce`: clients start nothing new from this time (µs).
+    idle_from_us: u64,
     report: Report,
     /// Print every event (set CHORUS_SIM_TRACE=1 when replaying a seed).
     trace: bool,
@@ -292,6 +335,7 @@ impl Sim {
                 },
                 offset_ms: rng.gen_range(0..1_000_000),
                 requests: BTreeMap::new(),
+                quiesced_leader: false,
             });
         }
         let clients = (0..config.clients)
@@ -302,6 +346,11 @@ impl Sim {
                 seen: BTreeMap::new(),
             })
             .collect();
+        let detector = config
+            .failure_detector
+            .then(|| Detector::new(config.seed, config.detector_delay_max_ms));
+        let idle_from_us =
+            (config.fault_phase_ms + config.heal_phase_ms - config.idle_tail_ms) * 1_000;
         Ok(Sim {
             loss_percent: config.loss_percent,
             duplicate_percent: config.duplicate_percent,
@@ -319,6 +368,8 @@ impl Sim {
             next_request: 1,
             next_value: 1,
             checker: Checker::default(),
+            detector,
+            idle_from_us,
             report: Report::default(),
             trace: std::env::var_os("CHORUS_SIM_TRACE").is_some(),
         })
@@ -358,6 +409,7 @@ impl Sim {
         config.append_entries_max = self.config.append_entries_max;
         config.inflight_appends_max = self.config.inflight_appends_max;
         config.low_priority_batch_max = 8;
+        config.quiesce = self.config.quiesce;
         let persisted = self.nodes[node]
             .disk
             .recover()
@@ -387,8 +439,20 @@ impl Sim {
             self.nodes[node].raft = Some(raft);
         }
         self.nodes[node].incarnation += 1;
+        self.nodes[node].quiesced_leader = false;
         self.checker
             .node_restarted(node, self.nodes[node].raft.as_ref());
+        // The new server has been told nothing: the detector tells it what
+        // it sees, and tells the others this node is back.
+        if let Some(detector) = self.detector.as_mut() {
+            detector.forget_observer(node);
+        }
+        for other in 0..self.config.nodes {
+            if other != node {
+                self.schedule_detect(node, other);
+                self.schedule_detect(other, node);
+            }
+        }
         let first_tick = self.now_us + self.local_delay_us(node, self.tick_ms());
         self.schedule(first_tick, Event::Tick(node));
         Ok(())
@@ -400,6 +464,102 @@ impl Sim {
         n.disk.crash();
         n.requests.clear();
         self.report.crashes += 1;
+        for other in 0..self.config.nodes {
+            if other != node {
+                self.schedule_detect(other, node);
+            }
+        }
+    }
+
+    // ----- the failure detector ----------------------------------------------
+
+    /// Have the detector look at `observer`'s view of `peer` after its delay.
+    fn schedule_detect(&mut self, observer: usize, peer: usize) {
+        let Some(detector) = self.detector.as_mut() else {
+            return;
+        };
+        let at = self.now_us + detector.delay_us();
+        self.schedule(at, Event::Detect { observer, peer });
+    }
+
+    /// The links changed: every view may have.
+    fn schedule_detect_all(&mut self) {
+        for observer in 0..self.config.nodes {
+            for peer in 0..self.config.nodes {
+                if observer != peer {
+                    self.schedule_detect(observer, peer);
+                }
+            }
+        }
+    }
+
+    /// Tell `observer`'s server what the detector now believes of `peer`.
+    fn report_peer(&mut self, observer: usize, peer: usize, down: bool) -> Result<(), Failure> {
+        let now = self.local_ms(observer);
+        let (Some(detector), Some(raft)) =
+            (self.detector.as_mut(), self.nodes[observer].raft.as_mut())
+        else {
+            return Ok(());
+        };
+        detector.report(observer, peer, down);
+        if down {
+            raft.peer_down(now, server_id(peer));
+        } else {
+            raft.peer_up(now, server_id(peer));
+        }
+        self.report.detector_reports += 1;
+        if self.trace {
+            eprintln!(
+                "{:>10} node {observer}: detector says node {peer} is {}",
+                self.now_us,
+                if down { "down" } else { "up" }
+            );
+        }
+        self.process_actions(observer)
+    }
+
+    /// The truth: `observer` hears from `peer`'s node.
+    fn peer_reachable(&self, observer: usize, peer: usize) -> bool {
+        self.nodes[peer].raft.is_some() && !self.blocked.contains(&(peer, observer))
+    }
+
+    fn detect(&mut self, observer: usize, peer: usize) -> Result<(), Failure> {
+        let Some(detector) = self.detector.as_ref() else {
+            return Ok(());
+        };
+        let down = !self.peer_reachable(observer, peer);
+        if self.nodes[observer].raft.is_none() || detector.reported_down(observer, peer) == down {
+            return Ok(());
+        }
+        self.report_peer(observer, peer, down)
+    }
+
+    fn false_suspicion(&mut self) -> Result<(), Failure> {
+        if self.healed_at_us.is_some() {
+            return Ok(());
+        }
+        let running: Vec<usize> = (0..self.config.nodes)
+            .filter(|n| self.nodes[*n].raft.is_some())
+            .collect();
+        let nodes = self.config.nodes;
+        let interval_max_us = self.config.fault_interval_max_us;
+        let Some(detector) = self.detector.as_mut() else {
+            return Ok(());
+        };
+        let picked = detector.pick_suspicion(&running, nodes);
+        let next = self.now_us + detector.suspicion_interval_us(interval_max_us);
+        self.schedule(next, Event::FalseSuspicion);
+        let Some((observer, peer)) = picked else {
+            return Ok(());
+        };
+        if !self.peer_reachable(observer, peer) {
+            return Ok(());
+        }
+        self.report.false_suspicions += 1;
+        self.report_peer(observer, peer, true)?;
+        // Corrected once the detector looks again.
+        self.schedule_detect(observer, peer);
+        Ok(())
     }
 
     /// Run to the end; check everything.
@@ -428,6 +588,10 @@ impl Sim {
         if self.config.membership_changes || self.config.transfers {
             let at = self.rng.gen_range(200_000..600_000);
             self.schedule(at, Event::Admin);
+        }
+        if self.config.false_suspicions {
+            let at = self.rng.gen_range(50_000..300_000);
+            self.schedule(at, Event::FalseSuspicion);
         }
         let heal_at = self.config.fault_phase_ms * 1_000;
         self.schedule(heal_at, Event::Heal);
@@ -459,7 +623,11 @@ impl Sim {
                 let Some(raft) = self.nodes[node].raft.as_mut() else {
                     return Ok(());
                 };
-                raft.tick(now);
+                // As in the runtime, a server with no deadline is parked and
+                // not ticked at all.
+                if raft.next_deadline_ms().is_some() {
+                    raft.tick(now);
+                }
                 let next = self.now_us + self.local_delay_us(node, self.tick_ms());
                 self.schedule(next, Event::Tick(node));
                 self.process_actions(node)?;
@@ -568,7 +736,11 @@ impl Sim {
                         self.start_node(node)?;
                     }
                 }
+                // From here on the detector reports the truth.
+                self.schedule_detect_all();
             }
+            Event::Detect { observer, peer } => self.detect(observer, peer)?,
+            Event::FalseSuspicion => self.false_suspicion()?,
         }
         Ok(())
     }
@@ -675,6 +847,14 @@ impl Sim {
             self.checker
                 .check_node(node, raft)
                 .map_err(|m| self.fail(m))?;
+            let quiesced_leader = raft.role() == Role::Leader && raft.status().quiesced;
+            if quiesced_leader && !self.nodes[node].quiesced_leader {
+                self.report.quiescences += 1;
+                if self.trace {
+                    eprintln!("{:>10} node {node}: quiesced", self.now_us);
+                }
+            }
+            self.nodes[node].quiesced_leader = quiesced_leader;
         }
         Ok(())
     }
@@ -724,6 +904,8 @@ impl Sim {
         }
         let op = match self.clients[client].current {
             Some(op) => op,
+            // The idle tail: nothing new, so the cluster can quiesce.
+            None if self.config.quiesce && self.now_us >= self.idle_from_us => return Ok(()),
             None => {
                 let key = self.rng.gen_range(0..self.config.keys);
                 let kind = self.rng.gen_range(0..3);
@@ -857,6 +1039,7 @@ impl Sim {
             return Ok(());
         }
         let n = self.config.nodes;
+        let partitioned_before = self.blocked.clone();
         match self.rng.gen_range(0..6) {
             0 | 1 if self.config.partitions && n > 1 => {
                 // Cut the nodes in two groups, or one way between two nodes.
@@ -899,6 +1082,9 @@ impl Sim {
                 self.loss_percent =
                     [0, 1, 5, 20][self.rng.gen_range(0..4)].max(self.config.loss_percent.min(5));
             }
+        }
+        if partitioned_before != self.blocked {
+            self.schedule_detect_all();
         }
         let next = self.now_us
             + self
@@ -982,6 +1168,35 @@ impl Sim {
             .collect()
     }
 
+    /// After the idle tail, every member of the newest leader's configuration
+    /// is quiesced with no deadline (a server outside it may still campaign:
+    /// thesis §4.2.3's removed servers).
+    fn check_quiesced(&self) -> Result<(), Failure> {
+        let Some(leader) = self.newest_leader() else {
+            return Ok(());
+        };
+        let members = match self.nodes[leader].raft.as_ref() {
+            Some(raft) => raft.membership().clone(),
+            None => return Ok(()),
+        };
+        let busy: Vec<ServerId> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref())
+            .filter(|r| members.contains(r.id()))
+            .filter(|r| !r.status().quiesced || r.next_deadline_ms().is_some())
+            .map(|r| r.id())
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        Err(self.fail(format!(
+            "quiescence: {busy:?} not quiesced after {} idle ms; servers:{}",
+            self.config.idle_tail_ms,
+            self.statuses()
+        )))
+    }
+
     fn finish(mut self) -> Result<Report, Failure> {
         self.check_log_matching()?;
         // Liveness: once faults heal, the cluster elects a leader and serves.
@@ -1008,6 +1223,9 @@ impl Sim {
                 self.config.heal_phase_ms,
                 self.statuses()
             )));
+        }
+        if self.config.quiesce {
+            self.check_quiesced()?;
         }
         // Operations still running at the end have unknown outcomes.
         match linearizability::check(&self.history, 2_000_000) {

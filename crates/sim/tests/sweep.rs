@@ -75,16 +75,29 @@ fn assert_sweep_passes(from: u64, count: u64) {
     let chunks = total(|r| r.snapshot_chunks_sent);
     let changes = total(|r| r.membership_changes);
     let transfers = total(|r| r.transfers);
+    let quiescences = total(|r| r.quiescences);
+    let quiescing_seeds = reports.iter().filter(|r| r.quiescences > 0).count();
+    let detector_reports = total(|r| r.detector_reports);
+    let false_suspicions = total(|r| r.false_suspicions);
     println!(
         "{count} seeds: {completed} client operations completed, {crashes} crashes, {snapshots} snapshots saved, \
          {chunks} snapshot chunks sent, \
-         {changes} membership changes, {transfers} leadership transfers"
+         {changes} membership changes, {transfers} leadership transfers, \
+         {quiescences} quiescences in {quiescing_seeds} seeds, \
+         {detector_reports} failure-detector reports ({false_suspicions} false suspicions)"
     );
     assert!(
         completed > count * 100,
         "too few operations completed: {completed}"
     );
     assert!(crashes > 0 && snapshots > 0 && chunks > 0 && changes > 0 && transfers > 0);
+    // Quiescence is switched on for about half the seeds, and each of those
+    // ends with an idle tail that must quiesce the cluster.
+    assert!(
+        quiescing_seeds as u64 * 3 > count,
+        "quiescence happened in only {quiescing_seeds} of {count} seeds"
+    );
+    assert!(detector_reports > 0 && false_suspicions > 0);
 }
 
 #[test]

@@ -255,7 +255,7 @@ pub struct LeaseLeasesResponse {
     pub leases: Vec<i64>,
 }
 
-/// What the leader's expiry command did.
+/// What a firing of the lease timer did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpireLeasesResponse {
     pub header: ResponseHeader,

@@ -7,14 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// The replicated clock lease deadlines are measured on.
+/// The replicated clock lease deadlines are measured on (rules in the
+/// crate docs, "Lease expiry").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct LeaseClock {
-    /// Lease time at the last applied command (ms).
+    /// Lease time at the last applied entry (ms).
     pub(crate) now_ms: u64,
-    /// `time_ms` of the last applied command: the clock of its leader.
+    /// `time_ms` of the last applied entry: its leader's clock.
     pub(crate) entry_time_ms: u64,
-    /// Term of the last applied command.
+    /// Term of the last applied entry.
     pub(crate) entry_term: u64,
 }
 
@@ -23,27 +24,27 @@ impl LeaseClock {
     /// `term`.
     pub(crate) fn observe(&mut self, term: u64, time_ms: u64, clock_skew_max_ms: u64) {
         if term == self.entry_term {
-            // One leader's clock: its elapsed time is trustworthy. A clock
-            // that stepped back adds nothing (a lease lasts longer, never
-            // shorter).
+            // One leader's clock: its elapsed time is trustworthy, whatever
+            // its offset from the others. A clock that stepped back adds
+            // nothing.
             self.now_ms = self
                 .now_ms
                 .saturating_add(time_ms.saturating_sub(self.entry_time_ms));
-        } else {
-            // Another leader's clock: trust it only as far as the skew bound
-            // allows, and never go back.
-            self.now_ms = self.now_ms.max(time_ms.saturating_sub(clock_skew_max_ms));
         }
+        // Any leader's clock, less the skew bound, is a time every clock
+        // has reached; never go back.
+        self.now_ms = self.now_ms.max(time_ms.saturating_sub(clock_skew_max_ms));
         self.entry_time_ms = time_ms;
         self.entry_term = term;
     }
 
-    /// Lease time now, as seen by a node whose clock reads `local_now_ms`,
-    /// assuming it is the clock of the last entry's leader (exact on that
-    /// leader; off by the clocks' skew elsewhere).
-    pub(crate) fn estimate(&self, local_now_ms: u64) -> u64 {
+    /// Lease time now, as a node whose clock reads `local_now_ms` would
+    /// make it with an entry of its own in the last entry's term (exact on
+    /// that entry's leader; off by the skew elsewhere).
+    pub(crate) fn estimate(&self, local_now_ms: u64, clock_skew_max_ms: u64) -> u64 {
         self.now_ms
             .saturating_add(local_now_ms.saturating_sub(self.entry_time_ms))
+            .max(local_now_ms.saturating_sub(clock_skew_max_ms))
     }
 }
 
@@ -153,22 +154,17 @@ mod tests {
     const SKEW_MS: u64 = 500;
 
     #[test]
-    fn one_leader_advances_by_its_elapsed_time() {
+    fn the_first_entry_sets_the_clock_to_its_time_less_the_skew_bound() {
         let mut clock = LeaseClock::default();
         clock.observe(1, 10_000, SKEW_MS);
         assert_eq!(clock.now_ms, 9_500);
         clock.observe(1, 12_000, SKEW_MS);
         assert_eq!(clock.now_ms, 11_500);
-        assert_eq!(clock.estimate(13_000), 12_500);
-        // A clock that steps back adds nothing.
-        clock.observe(1, 11_000, SKEW_MS);
-        assert_eq!(clock.now_ms, 11_500);
-        clock.observe(1, 11_200, SKEW_MS);
-        assert_eq!(clock.now_ms, 11_700);
+        assert_eq!(clock.estimate(13_000, SKEW_MS), 12_500);
     }
 
     #[test]
-    fn a_new_leader_ahead_moves_the_clock_within_the_skew_bound() {
+    fn a_new_leader_ahead_moves_the_clock_to_its_time_less_the_skew_bound() {
         let mut clock = LeaseClock::default();
         clock.observe(1, 10_000, SKEW_MS);
         clock.observe(2, 20_000, SKEW_MS);
@@ -176,14 +172,19 @@ mod tests {
     }
 
     #[test]
-    fn a_new_leader_behind_never_moves_the_clock_back() {
+    fn a_leader_behind_drives_the_clock_by_its_elapsed_time() {
         let mut clock = LeaseClock::default();
         clock.observe(1, 1_000_000, SKEW_MS);
         let before = clock.now_ms;
+        // Its clock reads far behind: the lease clock stays put...
         clock.observe(2, 5, SKEW_MS);
         assert_eq!(clock.now_ms, before);
-        // From then on its own elapsed time drives the clock.
+        // ...then moves by this leader's elapsed time.
         clock.observe(2, 1_005, SKEW_MS);
+        assert_eq!(clock.now_ms, before + 1_000);
+        assert_eq!(clock.estimate(2_005, SKEW_MS), before + 2_000);
+        // A clock that steps back adds nothing.
+        clock.observe(2, 505, SKEW_MS);
         assert_eq!(clock.now_ms, before + 1_000);
     }
 

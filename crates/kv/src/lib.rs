@@ -23,7 +23,8 @@
 //! * Writes are [`Command`]s carried in the log: put, delete range, txn
 //!   (compares on value, version, create/mod revision, lease; nested txns;
 //!   one revision per write txn; read-only txns do not bump it), compact,
-//!   lease grant/revoke/keep-alive, and the leader's lease expiry.
+//!   lease grant/revoke/keep-alive. Lease expiry is the leader's timer,
+//!   also carried in the log.
 //! * Reads are [`Query`]s over the applied state: range, read-only txn,
 //!   lease time-to-live, lease list. A server serves serializable reads
 //!   with a local query and linearizable ones with a consistent query.
@@ -33,9 +34,11 @@
 //! Through chorus-raft, as any machine: the core calls
 //! [`Machine::apply`](chorus_raft::Machine::apply) for every committed
 //! command; the reply goes to the proposer. Every
-//! `release_cursor_every_commands` commands the machine asks for a
-//! snapshot ([`KvConfig`]). Without Raft (tests, simulators),
-//! [`KvMachine::apply_command`] and [`KvMachine::read`] do the same.
+//! `release_cursor_every_entries` entries the machine asks for a snapshot
+//! ([`KvConfig`]). Without Raft (tests, simulators),
+//! [`KvMachine::apply_command`], [`KvMachine::expire_leases`] (a timer
+//! firing, due after [`KvMachine::lease_timer_ms`]) and
+//! [`KvMachine::read`] do the same.
 //!
 //! ## Watches
 //!
@@ -66,38 +69,55 @@
 //! ## Lease expiry
 //!
 //! The leader decides when a lease expires, and the decision is a log
-//! entry. The leader's [`Machine::tick`](chorus_raft::Machine::tick)
-//! proposes [`Command::ExpireLeases`] when [`KvMachine::expiry_due`] says
-//! a deadline passed; the command, once applied, revokes the leases whose
-//! deadline the *lease clock* has reached (at most
-//! `lease_expire_batch_max` per command, each at its own revision), so
-//! every replica revokes the same leases at the same index. Keep-alives
-//! are commands too.
+//! entry. The machine keeps one timer, [`LEASE_TIMER`], armed (through
+//! [`Effect::Timer`](chorus_raft::Effect::Timer), which runs on the leader
+//! only) for the earliest lease deadline: re-armed whenever that deadline
+//! moves, fired at once when a server becomes leader. When it fires the
+//! runtime appends the firing to the log; applying it
+//! ([`KvMachine::expire_leases`]) revokes the leases whose deadline the
+//! *lease clock* has reached (at most `lease_expire_batch_max` per firing,
+//! each at its own revision) and re-arms the timer, so every replica
+//! revokes the same leases at the same index. A timer, not
+//! [`Machine::tick`](chorus_raft::Machine::tick), because a quiesced
+//! leader is not ticked. Keep-alives are commands too.
 //!
-//! The lease clock is part of the replicated state and moves only when a
-//! command is applied, by rules that use nothing but the entry's term and
-//! `time_ms` (the leader's clock, written into the log):
+//! The lease clock is part of the replicated state and moves only when an
+//! entry is applied, by rules that use nothing but the entry's term and
+//! `time_ms` (the leader's clock, written into the log), so every replica
+//! agrees on it:
 //!
 //! * within a term (one leader, one clock) it advances by the leader's
-//!   elapsed time between entries (a clock that steps back adds nothing);
-//! * at the first command of a new term it jumps to the new leader's time
-//!   minus `clock_skew_max_ms` if that is ahead, and otherwise stays put:
-//!   it never goes back.
+//!   elapsed time since the previous entry (a clock that steps back adds
+//!   nothing);
+//! * at every entry it moves up to the entry's `time_ms` minus
+//!   `clock_skew_max_ms` if that is ahead: a time every node's clock has
+//!   reached. It never goes back.
 //!
-//! So a new leader continues every deadline where the old one left it: a
-//! lease's remaining time survives a leader change, instead of restarting
-//! at the full TTL as in etcd.
+//! A lease granted or renewed when the lease clock reads `r` expires when
+//! it reaches `r + clock_skew_max_ms + ttl`. A new leader continues every
+//! deadline where the old one left it: a lease's remaining time survives a
+//! leader change, instead of restarting at the full TTL as in etcd.
 //!
 //! **Clock assumption.** The runtime's `now_ms` is wall-clock time
-//! (milliseconds since the Unix epoch) and any two nodes' clocks differ by
-//! at most `clock_skew_max_ms`. Under it a leader change never expires a
-//! lease early and extends it by at most the skew bound plus the time in
-//! which no leader applied anything. When it breaks, a new leader whose
-//! clock is behind (even reset to zero) still cannot extend leases beyond
-//! that gap: its first command puts the lease clock on its own elapsed
-//! time ([`KvMachine::expiry_due`] asks for one as soon as it sees its
-//! clock behind the log's), and only a leader whose clock is ahead by more
-//! than the bound expires leases early, by the excess.
+//! (milliseconds since the Unix epoch; chorus-node's clock is) and any two
+//! nodes' clocks differ by at most `clock_skew_max_ms`. Under it:
+//!
+//! * no lease expires before its TTL has passed since the grant or the
+//!   last keep-alive was applied, whichever leaders' clocks were involved:
+//!   the lease clock never runs ahead of the fastest node's clock less the
+//!   bound, and a deadline is the granting leader's clock plus the TTL or
+//!   later;
+//! * a lease expires at most `clock_skew_max_ms` after its TTL, plus,
+//!   across a leader change to a leader whose clock is behind, the time
+//!   between the old leader's last entry and the new one's first.
+//!
+//! When the assumption breaks, a new leader whose clock is behind (even
+//! reset to zero) still drives the lease clock by its own elapsed time
+//! from where the log left it (its election fires the timer at once, which
+//! puts an entry of its own in the log), so it never extends leases beyond
+//! that gap; only a leader whose clock is ahead by more than the bound
+//! expires leases early, by the excess. `LeaseTimeToLive` reports the TTL
+//! without the skew margin, counted down on the serving node's clock.
 //!
 //! # Departures from etcd
 //!
@@ -124,7 +144,7 @@ pub use api::*;
 pub use error::KvError;
 pub use machine::{
     Applied, Command, KvConfig, KvMachine, Query, QueryReply, QueryResponse, Reply, Response,
-    LEASE_TTL_MAX_S,
+    LEASE_TIMER, LEASE_TTL_MAX_S,
 };
 pub use range::{prefix_end, KeyRange};
 pub use txn::TXN_OPS_TOTAL_MAX;

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use chorus_raft::{ApplyMeta, Effects, Machine, RestoreError};
+use chorus_raft::{ApplyMeta, Effect, Effects, Machine, MachineEvent, RestoreError, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
@@ -22,14 +22,19 @@ use crate::{snapshot, txn};
 /// The largest TTL a lease may ask for (etcd's `MaxLeaseTTL`, seconds).
 pub const LEASE_TTL_MAX_S: i64 = 9_000_000_000;
 
+/// The name of the machine's one timer ([`Effect::Timer`]): when it fires,
+/// the leader appends it to the log and applying it expires leases.
+pub const LEASE_TIMER: &str = "chorus-kv/lease-expiry";
+
 /// The machine's settings. Part of the replicated state (stored in
 /// snapshots), so every replica decides alike; set once when the cluster
 /// is created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvConfig {
     /// Ask for a snapshot (`release_cursor`) after this many applied
-    /// commands, so the log stays bounded; 0 never asks.
-    pub release_cursor_every_commands: u64,
+    /// entries (commands and lease timer firings), so the log stays
+    /// bounded; 0 never asks.
+    pub release_cursor_every_entries: u64,
     /// Most operations per txn level (etcd's `--max-txn-ops`, 128).
     pub txn_ops_max: usize,
     /// Shortest lease TTL granted, seconds; shorter asks are raised to it
@@ -40,8 +45,9 @@ pub struct KvConfig {
     /// new leader's clock is trusted when it is ahead (crate docs, "Lease
     /// expiry").
     pub clock_skew_max_ms: u64,
-    /// Most leases one expiry command revokes (etcd revokes at most 1000
-    /// per second); the leader asks again for the rest. At least 1.
+    /// Most leases one firing of the lease timer revokes (etcd revokes at
+    /// most 1000 per second); the timer fires again at once for the rest.
+    /// At least 1.
     pub lease_expire_batch_max: usize,
     /// Compact automatically, keeping this many revisions of history,
     /// once twice as many have accumulated; 0 leaves compaction to
@@ -52,7 +58,7 @@ pub struct KvConfig {
 impl Default for KvConfig {
     fn default() -> Self {
         KvConfig {
-            release_cursor_every_commands: 10_000,
+            release_cursor_every_entries: 10_000,
             txn_ops_max: 128,
             lease_ttl_min_s: 2,
             clock_skew_max_ms: 500,
@@ -89,9 +95,6 @@ pub enum Command {
     LeaseGrant(LeaseGrantRequest),
     LeaseRevoke(LeaseRevokeRequest),
     LeaseKeepAlive(LeaseKeepAliveRequest),
-    /// Proposed by the leader's tick: revoke the leases whose deadline has
-    /// passed on the lease clock (decided when applied, so replicas agree).
-    ExpireLeases,
 }
 
 impl Command {
@@ -120,7 +123,6 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseKeepAlive(LeaseKeepAliveResponse),
-    ExpireLeases(ExpireLeasesResponse),
 }
 
 /// What applying a command returns to its proposer.
@@ -160,10 +162,11 @@ impl TxnRequest {
     }
 }
 
-/// The outcome of [`KvMachine::apply_command`].
+/// The outcome of [`KvMachine::apply_command`] and
+/// [`KvMachine::expire_leases`].
 #[derive(Debug)]
-pub struct Applied {
-    pub reply: Reply,
+pub struct Applied<T = Reply> {
+    pub reply: T,
     /// The state after this command may be snapshotted and the log below
     /// it released.
     pub release_cursor: bool,
@@ -176,8 +179,8 @@ pub struct KvMachine {
     pub(crate) store: Store,
     pub(crate) leases: Leases,
     pub(crate) clock: LeaseClock,
-    /// Commands applied since the last release_cursor.
-    pub(crate) commands_since_release: u64,
+    /// Entries applied since the last release_cursor.
+    pub(crate) entries_since_release: u64,
 }
 
 impl Default for KvMachine {
@@ -198,7 +201,7 @@ impl KvMachine {
             store: Store::default(),
             leases: Leases::default(),
             clock: LeaseClock::default(),
-            commands_since_release: 0,
+            entries_since_release: 0,
         }
     }
 
@@ -230,19 +233,13 @@ impl KvMachine {
         self.store.events(from_revision, range, events_max)
     }
 
-    /// Should the leader propose [`Command::ExpireLeases`] now? True when a
-    /// lease's deadline has passed on the lease clock as this node
-    /// estimates it, or when this node's clock reads earlier than the last
-    /// applied command's (another leader's clock: one command of its own
-    /// puts the lease clock on its time, so expiry does not wait for this
-    /// clock to catch up).
-    pub fn expiry_due(&self, now_ms: u64) -> bool {
-        match self.leases.first_deadline_ms() {
-            Some(deadline_ms) => {
-                deadline_ms <= self.clock.estimate(now_ms) || now_ms < self.clock.entry_time_ms
-            }
-            None => false,
-        }
+    /// How long until the earliest lease deadline, on the lease clock as
+    /// of the last applied entry (0 when one has passed); `None` without
+    /// leases. The delay the lease timer is armed with.
+    pub fn lease_timer_ms(&self) -> Option<u64> {
+        self.leases
+            .first_deadline_ms()
+            .map(|deadline_ms| deadline_ms.saturating_sub(self.clock.now_ms))
     }
 
     /// Apply one command: what [`Machine::apply`] does, without the
@@ -263,14 +260,39 @@ impl KvMachine {
             Command::LeaseKeepAlive(request) => {
                 self.lease_keep_alive(request).map(Response::LeaseKeepAlive)
             }
-            Command::ExpireLeases => Ok(Response::ExpireLeases(self.expire_leases())),
         };
+        self.finish_entry(reply)
+    }
+
+    /// Expire the leases whose deadline the lease clock has reached at
+    /// this entry (at most `lease_expire_batch_max`, earliest first), each
+    /// at its own revision as etcd revokes each expired lease on its own:
+    /// what applying a [`LEASE_TIMER`] firing does.
+    pub fn expire_leases(&mut self, meta: &ApplyMeta) -> Applied<ExpireLeasesResponse> {
+        self.clock
+            .observe(meta.term, meta.time_ms, self.config.clock_skew_max_ms);
+        let expired = self
+            .leases
+            .due(self.clock.now_ms, self.config.lease_expire_batch_max);
+        for id in &expired {
+            self.revoke(*id);
+        }
+        let reply = ExpireLeasesResponse {
+            header: self.header(),
+            expired,
+        };
+        self.finish_entry(reply)
+    }
+
+    /// What follows every applied entry: automatic compaction and the
+    /// release_cursor count.
+    fn finish_entry<T>(&mut self, reply: T) -> Applied<T> {
         self.auto_compact();
-        self.commands_since_release += 1;
-        let every = self.config.release_cursor_every_commands;
-        let release_cursor = every > 0 && self.commands_since_release >= every;
+        self.entries_since_release += 1;
+        let every = self.config.release_cursor_every_entries;
+        let release_cursor = every > 0 && self.entries_since_release >= every;
         if release_cursor {
-            self.commands_since_release = 0;
+            self.entries_since_release = 0;
         }
         Applied {
             reply,
@@ -350,9 +372,15 @@ impl KvMachine {
         }
     }
 
+    /// A lease renewed now for `ttl_s` expires at this lease time: the
+    /// TTL plus the skew bound, so that no leader's clock can make it
+    /// expire early (crate docs, "Lease expiry").
     fn deadline_ms(&self, ttl_s: i64) -> u64 {
         let ttl_ms = u64::try_from(ttl_s).unwrap_or(0).saturating_mul(1_000);
-        self.clock.now_ms.saturating_add(ttl_ms)
+        self.clock
+            .now_ms
+            .saturating_add(self.config.clock_skew_max_ms)
+            .saturating_add(ttl_ms)
     }
 
     fn lease_grant(
@@ -434,21 +462,6 @@ impl KvMachine {
         })
     }
 
-    fn expire_leases(&mut self) -> ExpireLeasesResponse {
-        let expired = self
-            .leases
-            .due(self.clock.now_ms, self.config.lease_expire_batch_max);
-        // One revision per lease, as etcd revokes each expired lease on
-        // its own.
-        for id in &expired {
-            self.revoke(*id);
-        }
-        ExpireLeasesResponse {
-            header: self.header(),
-            expired,
-        }
-    }
-
     fn time_to_live(
         &self,
         request: &LeaseTimeToLiveRequest,
@@ -462,9 +475,12 @@ impl KvMachine {
                 ..LeaseTimeToLiveResponse::default()
             };
         };
+        // The TTL the client counts down, without the skew margin.
+        let skew_ms = self.config.clock_skew_max_ms;
         let remaining_ms = lease
             .deadline_ms
-            .saturating_sub(self.clock.estimate(now_ms));
+            .saturating_sub(skew_ms)
+            .saturating_sub(self.clock.estimate(now_ms, skew_ms));
         let remaining_s = i64::try_from(remaining_ms / 1_000).unwrap_or(i64::MAX);
         LeaseTimeToLiveResponse {
             header: self.header(),
@@ -511,6 +527,18 @@ impl KvMachine {
     }
 }
 
+impl KvMachine {
+    /// Arm the lease timer for the earliest deadline, or cancel it when
+    /// no lease is left. Effects run on the leader only, so only its timer
+    /// runs.
+    fn arm_lease_timer(&self, effects: &mut Effects<Self>) {
+        effects.push(Effect::Timer {
+            name: LEASE_TIMER.to_string(),
+            after_ms: self.lease_timer_ms(),
+        });
+    }
+}
+
 /// SplitMix64: a bijective mixer, so ids derived from distinct indexes
 /// differ.
 fn splitmix64(seed: u64) -> u64 {
@@ -530,18 +558,42 @@ impl Machine for KvMachine {
     type Message = Infallible;
 
     fn apply(&mut self, meta: &ApplyMeta, command: Command, effects: &mut Effects<Self>) -> Reply {
+        let first_deadline_ms = self.leases.first_deadline_ms();
         let applied = self.apply_command(meta, command);
         if applied.release_cursor {
             effects.release_cursor();
         }
+        // Re-arm the timer only when the earliest deadline moved (a grant,
+        // a keep-alive or a revoke of the earliest lease).
+        if self.leases.first_deadline_ms() != first_deadline_ms {
+            self.arm_lease_timer(effects);
+        }
         applied.reply
     }
 
-    fn tick(&self, now_ms: u64, effects: &mut Effects<Self>) {
-        // The leader only proposes; the applied command decides, on the
-        // replicated lease clock, so every replica revokes the same leases.
-        if self.expiry_due(now_ms) {
-            effects.append(Command::ExpireLeases);
+    fn event(&mut self, meta: &ApplyMeta, event: MachineEvent, effects: &mut Effects<Self>) {
+        let MachineEvent::Timer { name } = event else {
+            return;
+        };
+        if name != LEASE_TIMER {
+            return;
+        }
+        let applied = self.expire_leases(meta);
+        if applied.release_cursor {
+            effects.release_cursor();
+        }
+        self.arm_lease_timer(effects);
+    }
+
+    fn state_enter(&mut self, role: Role, effects: &mut Effects<Self>) {
+        // A new leader fires the timer at once: the firing puts the lease
+        // clock on this leader's time (see "Lease expiry" in the crate
+        // docs) and re-arms it with the exact delay.
+        if role == Role::Leader && self.leases.first_deadline_ms().is_some() {
+            effects.push(Effect::Timer {
+                name: LEASE_TIMER.to_string(),
+                after_ms: Some(0),
+            });
         }
     }
 

@@ -31,7 +31,7 @@ struct BodyRef<'a> {
     revision: i64,
     compacted: i64,
     clock: LeaseClock,
-    commands_since_release: u64,
+    entries_since_release: u64,
     keys: &'a BTreeMap<Bytes, Vec<Version>>,
     leases: &'a BTreeMap<i64, Lease>,
 }
@@ -43,7 +43,7 @@ struct Body {
     revision: i64,
     compacted: i64,
     clock: LeaseClock,
-    commands_since_release: u64,
+    entries_since_release: u64,
     keys: BTreeMap<Bytes, Vec<Version>>,
     leases: BTreeMap<i64, Lease>,
 }
@@ -54,7 +54,7 @@ pub(crate) fn encode(machine: &KvMachine) -> Vec<u8> {
         revision: machine.store.revision(),
         compacted: machine.store.compacted(),
         clock: machine.clock,
-        commands_since_release: machine.commands_since_release,
+        entries_since_release: machine.entries_since_release,
         keys: machine.store.keys(),
         leases: machine.leases.by_id(),
     };
@@ -122,7 +122,7 @@ fn build(body: Body) -> Result<KvMachine, String> {
         store,
         leases,
         clock: body.clock,
-        commands_since_release: body.commands_since_release,
+        entries_since_release: body.entries_since_release,
     })
 }
 
@@ -191,7 +191,7 @@ mod tests {
             revision: 1,
             compacted: 5,
             clock: machine.clock,
-            commands_since_release: 0,
+            entries_since_release: 0,
             keys: machine.store.keys(),
             leases: machine.leases.by_id(),
         };

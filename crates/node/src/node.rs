@@ -748,7 +748,11 @@ impl Node {
             query: encode(&query)?,
         };
         let deadline = Instant::now() + self.default_timeout();
-        let response = self.inner.call(server.id(), request, deadline).await?;
+        let response = self
+            .inner
+            .call(server.id(), request, deadline)
+            .await
+            .map_err(|error| named(error, server, server.id()))?;
         self.inner.query_reply(response).await
     }
 
@@ -852,7 +856,8 @@ impl Node {
         match self
             .inner
             .call(server.id(), ServerRequest::TriggerElection, deadline)
-            .await?
+            .await
+            .map_err(|error| named(error, server, server.id()))?
         {
             ServerResponse::Done => Ok(()),
             other => Err(self.inner.failure(other).await),
@@ -915,6 +920,20 @@ fn decode<T: serde::de::DeserializeOwned>(
         what: what.to_string(),
         reason: error.to_string(),
     })
+}
+
+/// An error about the server the caller named (`to` is `target`), named as
+/// the caller named it: a node that does not host a server can only name it
+/// by its id.
+fn named(error: CallError, target: &ServerRef, to: ServerId) -> CallError {
+    if to != target.id() {
+        return error;
+    }
+    match error {
+        CallError::NoSuchServer(_) => CallError::NoSuchServer(target.clone()),
+        CallError::Timeout(_) => CallError::Timeout(target.clone()),
+        other => other,
+    }
 }
 
 fn unexpected(response: NodeResponse) -> CallError {
@@ -1054,10 +1073,10 @@ impl NodeInner {
                     Ok(response) => return Ok((response, to)),
                     // ra: try the next server in the list.
                     Err(error @ (CallError::NodeDown(_) | CallError::NoSuchServer(_))) => {
-                        last_error = Some(error);
+                        last_error = Some(named(error, target, to));
                         break;
                     }
-                    Err(error) => return Err(error),
+                    Err(error) => return Err(named(error, target, to)),
                 }
             }
         }
@@ -1472,23 +1491,17 @@ impl NodeInner {
             if let Ok(ServerResponse::Status(status)) =
                 self.call(server.id, ServerRequest::Status, deadline).await
             {
-                statuses.push(status);
+                statuses.push(*status);
             }
         }
         statuses.sort_by(|a, b| a.server.cmp(&b.server));
-        let mut peers: Vec<(NodeId, bool)> = self
-            .config
-            .peers
-            .keys()
-            .map(|node| (*node, self.transport.is_up(*node)))
-            .collect();
-        peers.sort();
         Overview {
             node: self.config.node,
             servers: statuses,
             wal: self.log.stats().into(),
             transport: self.transport.stats(),
-            peers,
+            // Peers added with add_peer too, not only the configured ones.
+            peers: self.transport.peers(),
         }
     }
 }

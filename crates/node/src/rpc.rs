@@ -102,7 +102,7 @@ pub(crate) enum ServerResponse {
     /// transfer_leadership: the target is already the leader.
     AlreadyLeader,
     Done,
-    Status(ServerStatus),
+    Status(Box<ServerStatus>),
     Refused(Refusal),
     /// The server lost leadership with the command unapplied.
     LeadershipLost {

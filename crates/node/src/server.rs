@@ -453,7 +453,7 @@ impl<M: NodeMachine> ServerTask<M> {
             },
             ServerRequest::Status => {
                 let status = self.status();
-                self.respond(responder, ServerResponse::Status(status));
+                self.respond(responder, ServerResponse::Status(Box::new(status)));
             }
         }
     }
@@ -774,7 +774,8 @@ impl<M: NodeMachine> ServerTask<M> {
 
     fn exit(mut self, delete: bool, done: Option<oneshot::Sender<()>>) {
         let id = self.shared.id;
-        self.node.unregister(id, &self.shared);
+        // Every waiting caller gets an answer: a dropped remote responder
+        // would leave its caller waiting for its timeout.
         let pending: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
         for pending in pending {
             let responder = match pending {
@@ -782,11 +783,30 @@ impl<M: NodeMachine> ServerTask<M> {
             };
             self.respond(responder, ServerResponse::Failed(CallError::ShuttingDown));
         }
+        for (_, responder) in std::mem::take(&mut self.held) {
+            self.respond(responder, ServerResponse::Failed(CallError::ShuttingDown));
+        }
+        // A membership change or end-of-life command that committed is
+        // appended, even if this server's own copy was not durable yet (a
+        // leader may commit on its followers' acknowledgements and apply end
+        // of life before its own write completes).
+        let commit_index = self.raft.status().commit_index;
+        for (index, responder) in std::mem::take(&mut self.appended) {
+            let response = if index <= commit_index {
+                ServerResponse::Appended { index }
+            } else {
+                ServerResponse::Failed(CallError::ShuttingDown)
+            };
+            self.respond(responder, response);
+        }
         if delete {
             if let Err(error) = self.node.log.delete_server(id) {
                 tracing::error!(server = %self.shared.record.server, %error, "deleting data failed");
             }
         }
+        // Unregistered only after its data is deleted, so restart_server
+        // cannot find the data of a server being deleted and revive it.
+        self.node.unregister(id, &self.shared);
         if let Some(done) = done {
             let _ = done.send(());
         }

@@ -183,6 +183,17 @@ impl Transport {
             .is_some_and(|peer| peer.up.load(Ordering::Relaxed))
     }
 
+    /// Every peer node known (from the config or [`Transport::add_peer`])
+    /// and whether it is believed up, by id.
+    pub(crate) fn peers(&self) -> Vec<(NodeId, bool)> {
+        let mut peers: Vec<(NodeId, bool)> = lock(&self.peers)
+            .iter()
+            .map(|(node, peer)| (*node, peer.up.load(Ordering::Relaxed)))
+            .collect();
+        peers.sort();
+        peers
+    }
+
     pub(crate) fn stats(&self) -> TransportStats {
         let c = &self.counters;
         TransportStats {

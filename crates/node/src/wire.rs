@@ -232,7 +232,10 @@ mod tests {
         let mut flipped = encoded.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        assert_eq!(decode_frame(&mut flipped), Err(WireError::Checksum));
+        assert!(matches!(
+            decode_frame(&mut flipped),
+            Err(WireError::Checksum)
+        ));
         let mut huge = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
         huge.extend_from_slice(&[0; 4]);
         assert!(matches!(

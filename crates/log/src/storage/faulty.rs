@@ -56,6 +56,25 @@ pub struct StorageStats {
 struct Inode {
     data: Vec<u8>,
     durable: Vec<u8>,
+    /// The lowest offset written or truncated since the last sync; `data`
+    /// and `durable` agree below it. Lets a sync copy only what changed
+    /// (a sync of a growing WAL would otherwise copy the whole file).
+    dirty_from: Option<usize>,
+}
+
+impl Inode {
+    fn touch(&mut self, offset: usize) {
+        self.dirty_from = Some(self.dirty_from.map_or(offset, |from| from.min(offset)));
+    }
+
+    /// `durable` becomes a copy of `data`.
+    fn make_durable(&mut self) {
+        if let Some(from) = self.dirty_from.take() {
+            let from = from.min(self.durable.len()).min(self.data.len());
+            self.durable.truncate(from);
+            self.durable.extend_from_slice(&self.data[from..]);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -193,6 +212,7 @@ impl FaultyStorage {
             }
             inode.data = survived.clone();
             inode.durable = survived;
+            inode.dirty_from = None;
         }
     }
 
@@ -282,12 +302,13 @@ impl State {
             inode.data.resize(offset + written, 0);
         }
         inode.data[offset..offset + written].copy_from_slice(&data[..written]);
+        inode.touch(offset);
         self.stats.bytes_written += written as u64;
         if crashing {
             return Err(dead_error());
         }
         if file.sync_writes {
-            inode.durable = inode.data.clone();
+            inode.make_durable();
         }
         Ok(())
     }
@@ -385,7 +406,7 @@ impl Storage for FaultyStorage {
             return Err(io::Error::other("fsync: input/output error (simulated)"));
         }
         if let Some(inode) = state.inodes.get_mut(&file.inode) {
-            inode.durable = inode.data.clone();
+            inode.make_durable();
         }
         Ok(())
     }
@@ -396,7 +417,9 @@ impl Storage for FaultyStorage {
             return Err(dead_error());
         }
         if let Some(inode) = state.inodes.get_mut(&file.inode) {
+            let old_len = inode.data.len();
             inode.data.resize(len as usize, 0);
+            inode.touch(old_len.min(len as usize));
         }
         Ok(())
     }

@@ -215,6 +215,10 @@ pub struct Report {
     pub detector_reports: u64,
     /// Of those, suspicions of live peers.
     pub false_suspicions: u64,
+    /// Leaders of quiesced clusters killed at the end, each replaced.
+    pub failovers: u64,
+    /// The longest of those failovers, kill to new leader (ms, 1 ms steps).
+    pub failover_ms_max: u64,
     /// A digest of the whole run: the same seed must give the same trace.
     pub trace_digest: u64,
 }
@@ -596,11 +600,23 @@ impl Sim {
         let heal_at = self.config.fault_phase_ms * 1_000;
         self.schedule(heal_at, Event::Heal);
         let end_us = heal_at + self.config.heal_phase_ms * 1_000;
+        self.run_until(end_us)?;
+        if self.config.quiesce {
+            self.check_quiesced()?;
+            self.check_failover()?;
+        }
+        self.finish()
+    }
 
-        while let Some(((at, _), event)) = self.queue.pop_first() {
+    /// Handle every event up to `end_us`; the clock then reads `end_us`.
+    fn run_until(&mut self, end_us: u64) -> Result<(), Failure> {
+        while let Some((&(at, _), _)) = self.queue.first_key_value() {
             if at > end_us {
                 break;
             }
+            let Some((_, event)) = self.queue.pop_first() else {
+                break;
+            };
             self.now_us = at;
             self.report.events += 1;
             self.report.trace_digest = crate::kv::fnv(self.report.trace_digest, &at.to_le_bytes());
@@ -613,7 +629,59 @@ impl Sim {
             }
         }
         self.now_us = end_us;
-        self.finish()
+        Ok(())
+    }
+
+    /// Kill the leader of the quiesced cluster for good: its followers have
+    /// no timers, so only the failure detector's `peer_down` can get them to
+    /// elect a new leader. They campaign within a quarter election timeout
+    /// of the report; followers told at about the same time may split the
+    /// vote, which costs one randomized timeout `[T, 2T)` more. So: the
+    /// detector's delay, 2.5 T and a few round trips (with 10 % for skew).
+    fn check_failover(&mut self) -> Result<(), Failure> {
+        let Some(leader) = self.newest_leader() else {
+            return Ok(());
+        };
+        let Some(raft) = self.nodes[leader].raft.as_ref() else {
+            return Ok(());
+        };
+        let (members, term) = (raft.membership().clone(), raft.term());
+        let survivors = members
+            .voter_ids()
+            .filter(|id| *id != server_id(leader))
+            .count();
+        if survivors < members.quorum() {
+            return Ok(());
+        }
+        self.crash_node(leader);
+        let killed_at = self.now_us;
+        let window_us =
+            (self.config.detector_delay_max_ms + self.config.election_timeout_ms * 5 / 2) * 1_100
+                + 8 * self.config.delay_max_us;
+        let mut elected_at = None;
+        while elected_at.is_none() && self.now_us < killed_at + window_us {
+            self.run_until((self.now_us + 1_000).min(killed_at + window_us))?;
+            let new_leader = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.raft.as_ref())
+                .any(|r| r.role() == Role::Leader && r.term() > term);
+            if new_leader {
+                elected_at = Some(self.now_us);
+            }
+        }
+        let Some(elected_at) = elected_at else {
+            return Err(self.fail(format!(
+                "failover: no new leader {} ms after the quiesced leader {} was killed; servers:{}",
+                window_us / 1_000,
+                server_id(leader),
+                self.statuses()
+            )));
+        };
+        let took_ms = (elected_at - killed_at).div_ceil(1_000);
+        self.report.failovers += 1;
+        self.report.failover_ms_max = self.report.failover_ms_max.max(took_ms);
+        Ok(())
     }
 
     fn handle(&mut self, event: Event) -> Result<(), Failure> {
@@ -1223,9 +1291,6 @@ impl Sim {
                 self.config.heal_phase_ms,
                 self.statuses()
             )));
-        }
-        if self.config.quiesce {
-            self.check_quiesced()?;
         }
         // Operations still running at the end have unknown outcomes.
         match linearizability::check(&self.history, 2_000_000) {

@@ -79,12 +79,15 @@ fn assert_sweep_passes(from: u64, count: u64) {
     let quiescing_seeds = reports.iter().filter(|r| r.quiescences > 0).count();
     let detector_reports = total(|r| r.detector_reports);
     let false_suspicions = total(|r| r.false_suspicions);
+    let failovers = total(|r| r.failovers);
+    let failover_ms_max = reports.iter().map(|r| r.failover_ms_max).max().unwrap_or(0);
     println!(
         "{count} seeds: {completed} client operations completed, {crashes} crashes, {snapshots} snapshots saved, \
          {chunks} snapshot chunks sent, \
          {changes} membership changes, {transfers} leadership transfers, \
          {quiescences} quiescences in {quiescing_seeds} seeds, \
-         {detector_reports} failure-detector reports ({false_suspicions} false suspicions)"
+         {detector_reports} failure-detector reports ({false_suspicions} false suspicions), \
+         {failovers} quiesced leaders killed and replaced (slowest {failover_ms_max} ms)"
     );
     assert!(
         completed > count * 100,
@@ -97,7 +100,7 @@ fn assert_sweep_passes(from: u64, count: u64) {
         quiescing_seeds as u64 * 3 > count,
         "quiescence happened in only {quiescing_seeds} of {count} seeds"
     );
-    assert!(detector_reports > 0 && false_suspicions > 0);
+    assert!(detector_reports > 0 && false_suspicions > 0 && failovers > 0);
 }
 
 #[test]

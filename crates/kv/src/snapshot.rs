@@ -1,10 +1,10 @@
 //! The snapshot format (documented in `docs/formats.md`, "chorus-kv"):
 //!
 //! ```text
-//! magic "CKVS" | version u16 LE (1) | postcard body | crc32c u32 LE
+//! magic "CKVS" | version u16 LE (1) | body length u64 LE | crc32c u32 LE of the body | postcard body
 //! ```
 //!
-//! The checksum covers everything before it. The body holds the replicated
+//! The body holds the replicated
 //! state; the indexes derived from it (changes by revision, lease
 //! deadlines, keys per lease) are rebuilt and every invariant is checked
 //! on restore, so no bytes from disk or the network can make later code
@@ -21,8 +21,7 @@ use crate::mvcc::{Store, Version};
 
 pub(crate) const MAGIC: [u8; 4] = *b"CKVS";
 pub(crate) const VERSION: u16 = 1;
-const HEADER_BYTES: usize = 6;
-const CRC_BYTES: usize = 4;
+const HEADER_BYTES: usize = 18;
 
 /// The body as written: borrowed from the machine, nothing cloned.
 #[derive(Serialize)]
@@ -58,38 +57,60 @@ pub(crate) fn encode(machine: &KvMachine) -> Vec<u8> {
         keys: machine.store.keys(),
         leases: machine.leases.by_id(),
     };
-    let mut out = Vec::from(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    let out = postcard::to_extend(&body, out)
+    frame(&body)
+}
+
+fn frame(body: &BodyRef) -> Vec<u8> {
+    let body = postcard::to_allocvec(body)
         .expect("postcard encodes in-memory maps and sequences of known length");
-    let mut out = out;
-    let crc = crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
     out
 }
 
 pub(crate) fn decode(data: &[u8]) -> Result<KvMachine, String> {
-    if data.len() < HEADER_BYTES + CRC_BYTES {
-        return Err(format!("kv snapshot of {} bytes is too short", data.len()));
-    }
-    let (framed, crc) = data.split_at(data.len() - CRC_BYTES);
-    if framed[..4] != MAGIC {
+    let Some((header, body)) = data.split_at_checked(HEADER_BYTES) else {
+        return Err(format!(
+            "kv snapshot incomplete: {} bytes, the header alone is {HEADER_BYTES}",
+            data.len()
+        ));
+    };
+    if header[..4] != MAGIC {
         return Err("not a kv snapshot (bad magic)".into());
     }
-    let version = u16::from_le_bytes([framed[4], framed[5]]);
+    let version = u16::from_le_bytes([header[4], header[5]]);
     if version != VERSION {
         return Err(format!(
             "kv snapshot version {version} is not supported (this code reads {VERSION})"
         ));
     }
-    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    if crc32c(framed) != stored {
+    let mut length = [0u8; 8];
+    length.copy_from_slice(&header[6..14]);
+    let length = u64::from_le_bytes(length);
+    if length > body.len() as u64 {
+        return Err(format!(
+            "kv snapshot incomplete: body of {length} bytes, {} present",
+            body.len()
+        ));
+    }
+    if length < body.len() as u64 {
+        return Err(format!(
+            "{} bytes after the kv snapshot body",
+            body.len() as u64 - length
+        ));
+    }
+    let stored = u32::from_le_bytes([header[14], header[15], header[16], header[17]]);
+    if crc32c(body) != stored {
         return Err("kv snapshot checksum mismatch".into());
     }
-    let (body, rest) = postcard::take_from_bytes::<Body>(&framed[HEADER_BYTES..])
+    let (body, rest) = postcard::take_from_bytes::<Body>(body)
         .map_err(|error| format!("kv snapshot body is invalid: {error}"))?;
     if !rest.is_empty() {
-        return Err(format!("{} bytes after the kv snapshot body", rest.len()));
+        return Err(format!("{} bytes after the kv snapshot value", rest.len()));
     }
     build(body)
 }
@@ -168,7 +189,15 @@ mod tests {
     fn garbage_is_refused_with_a_reason() {
         let good = encode(&KvMachine::default());
         assert!(decode(&good).is_ok());
-        assert!(decode(b"").unwrap_err().contains("too short"));
+        assert!(decode(b"").unwrap_err().contains("incomplete"));
+        assert!(decode(&good[..good.len() - 1])
+            .unwrap_err()
+            .contains("incomplete"));
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(decode(&longer)
+            .unwrap_err()
+            .contains("after the kv snapshot"));
         let mut bad_magic = good.clone();
         bad_magic[0] = b'X';
         assert!(decode(&bad_magic).unwrap_err().contains("magic"));
@@ -183,10 +212,9 @@ mod tests {
     #[test]
     fn a_checksummed_but_inconsistent_body_is_refused() {
         let machine = KvMachine::default();
-        let mut bytes = encode(&machine);
-        // Rewrite the body with a revision below the compacted one and a
-        // fresh checksum: the framing is fine, the content is not.
-        let body = BodyRef {
+        // A revision below the compacted one, framed with a good checksum:
+        // the framing is fine, the content is not.
+        let bytes = frame(&BodyRef {
             config: &machine.config,
             revision: 1,
             compacted: 5,
@@ -194,11 +222,7 @@ mod tests {
             entries_since_release: 0,
             keys: machine.store.keys(),
             leases: machine.leases.by_id(),
-        };
-        bytes.truncate(HEADER_BYTES);
-        let mut bytes = postcard::to_extend(&body, bytes).unwrap();
-        let crc = crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
+        });
         assert!(decode(&bytes).unwrap_err().contains("inconsistent"));
     }
 }

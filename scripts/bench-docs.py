@@ -22,6 +22,7 @@ BENCHES = {
     "raft-core": ["cargo", "bench", "-p", "chorus-raft", "--bench", "throughput"],
     "log": ["cargo", "bench", "-p", "chorus-log", "--bench", "log", "--", "--seconds", "10", "--recovery-mib", "1024"],
     "membership": ["cargo", "bench", "-p", "chorus-membership", "--bench", "convergence"],
+    "node": ["cargo", "run", "--release", "-p", "chorus-bench", "--bin", "node-bench"],
 }
 BLOCK = re.compile(r"<!-- ([a-z0-9-]+):begin -->\n.*?<!-- \1:end -->", re.S)
 

@@ -137,10 +137,13 @@ async fn run(args: Args) -> Result<()> {
     let data_dir: &Path = match &args.data_dir {
         Some(dir) => dir,
         None => {
+            // Under target/: on the real disk (fsync on tmpfs measures
+            // nothing) and ignored by git.
+            std::fs::create_dir_all("target")?;
             scratch = tempfile::Builder::new()
-                .prefix("chorus-node-bench")
-                .tempdir_in(".")
-                .context("creating a data dir under the current directory")?;
+                .prefix("node-bench-data")
+                .tempdir_in("target")
+                .context("creating a data dir under target/")?;
             scratch.path()
         }
     };

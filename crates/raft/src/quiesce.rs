@@ -72,7 +72,7 @@ impl<M: Machine> Raft<M> {
             Role::Leader if self.config.check_quorum && !self.live_quorum() => {
                 self.become_follower(self.term, None);
             }
-            _ if self.leader == Some(peer) => {
+            _ if self.leader == Some(peer) && !self.ignores_leader_down() => {
                 // The leader's node is suspected: forget its contact so the
                 // lease (thesis §4.2.3) no longer refuses votes here, and
                 // campaign quickly. The delay is random so that the
@@ -89,6 +89,16 @@ impl<M: Machine> Raft<M> {
             }
             _ => {}
         }
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn ignores_leader_down(&self) -> bool {
+        self.bugs.ignore_leader_down
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn ignores_leader_down(&self) -> bool {
+        false
     }
 
     /// The node hosting `peer` is reachable again. A leader wakes and brings

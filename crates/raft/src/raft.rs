@@ -31,6 +31,9 @@ pub struct PlantedBugs {
     pub double_vote: bool,
     /// Answer consistent queries from local state without ReadIndex.
     pub read_without_read_index: bool,
+    /// A follower ignores `peer_down` of its leader (a quiesced follower
+    /// then never campaigns: breaks failover, not safety).
+    pub ignore_leader_down: bool,
 }
 
 /// A snapshot of the server's state for operators and tests.

@@ -7,7 +7,7 @@
 //! ```
 
 use anyhow::{bail, Result};
-use chorus_sim::{run_seed, Bugs, SimConfig};
+use chorus_sim::{run_seed, Bugs, Report, SimConfig};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -22,7 +22,8 @@ struct Args {
     /// Number of seeds in a sweep.
     #[arg(long, default_value_t = 1_000)]
     count: u64,
-    /// Plant a known bug: commit-previous-term, double-vote, read-without-read-index.
+    /// Plant a known bug: commit-previous-term, double-vote, read-without-read-index,
+    /// ignore-leader-down.
     #[arg(long = "bug")]
     bugs: Vec<String>,
 }
@@ -34,6 +35,7 @@ fn parse_bugs(names: &[String]) -> Result<Bugs> {
             "commit-previous-term" => bugs.commit_previous_term = true,
             "double-vote" => bugs.double_vote = true,
             "read-without-read-index" => bugs.read_without_read_index = true,
+            "ignore-leader-down" => bugs.ignore_leader_down = true,
             other => bail!("unknown bug {other:?}"),
         }
     }
@@ -52,11 +54,25 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let mut failures = 0u64;
+    let mut totals = Report::default();
+    let mut quiescing_seeds = 0u64;
     let started = std::time::Instant::now();
     for seed in args.from..args.from + args.count {
-        if let Err(failure) = run_seed(seed, bugs) {
-            failures += 1;
-            eprintln!("{failure}");
+        match run_seed(seed, bugs) {
+            Ok(report) => {
+                quiescing_seeds += u64::from(report.quiescences > 0);
+                totals.completed += report.completed;
+                totals.quiescences += report.quiescences;
+                totals.detector_reports += report.detector_reports;
+                totals.false_suspicions += report.false_suspicions;
+                totals.failovers += report.failovers;
+                totals.failover_ms_total += report.failover_ms_total;
+                totals.failover_ms_max = totals.failover_ms_max.max(report.failover_ms_max);
+            }
+            Err(failure) => {
+                failures += 1;
+                eprintln!("{failure}");
+            }
         }
         let done = seed - args.from + 1;
         if done % 1_000 == 0 {
@@ -64,6 +80,18 @@ fn main() -> Result<()> {
         }
     }
     println!("{} passed, {} failed", args.count - failures, failures);
+    println!(
+        "passing seeds: {} client operations completed; {} quiescences in {quiescing_seeds} seeds; \
+         {} failure-detector reports ({} false suspicions); {} quiesced leaders killed and \
+         replaced (mean {} ms, slowest {} ms)",
+        totals.completed,
+        totals.quiescences,
+        totals.detector_reports,
+        totals.false_suspicions,
+        totals.failovers,
+        totals.failover_ms_total / totals.failovers.max(1),
+        totals.failover_ms_max
+    );
     if failures > 0 {
         bail!("{failures} seeds failed");
     }

@@ -81,13 +81,14 @@ fn assert_sweep_passes(from: u64, count: u64) {
     let false_suspicions = total(|r| r.false_suspicions);
     let failovers = total(|r| r.failovers);
     let failover_ms_max = reports.iter().map(|r| r.failover_ms_max).max().unwrap_or(0);
+    let failover_ms_mean = total(|r| r.failover_ms_total) / failovers.max(1);
     println!(
         "{count} seeds: {completed} client operations completed, {crashes} crashes, {snapshots} snapshots saved, \
          {chunks} snapshot chunks sent, \
          {changes} membership changes, {transfers} leadership transfers, \
          {quiescences} quiescences in {quiescing_seeds} seeds, \
          {detector_reports} failure-detector reports ({false_suspicions} false suspicions), \
-         {failovers} quiesced leaders killed and replaced (slowest {failover_ms_max} ms)"
+         {failovers} quiesced leaders killed and replaced (mean {failover_ms_mean} ms, slowest {failover_ms_max} ms)"
     );
     assert!(
         completed > count * 100,
@@ -168,6 +169,19 @@ fn planted_read_without_read_index_is_caught() {
             ..Bugs::default()
         },
         "not linearizable",
+    );
+}
+
+#[test]
+fn planted_ignore_leader_down_is_caught() {
+    // Quiesced followers have no election timer: only the failure
+    // detector's peer_down of their leader gets them to elect.
+    assert_caught(
+        Bugs {
+            ignore_leader_down: true,
+            ..Bugs::default()
+        },
+        "failover",
     );
 }
 

@@ -118,8 +118,13 @@ pub enum CallError {
     /// Too many redirects: leadership is moving faster than the call.
     #[error("leadership kept moving; gave up after {0} redirects")]
     Redirects(usize),
-    #[error("the node is shutting down")]
-    ShuttingDown,
+    /// The server stopped (stop_server, delete, end of life, a storage
+    /// failure) before answering; for a command the outcome is unknown.
+    #[error("{0} stopped before answering")]
+    Stopped(ServerRef),
+    /// A call was given no server to send to.
+    #[error("no server to send the call to")]
+    NoTargets,
 }
 
 /// Why a server could not be started or restarted.

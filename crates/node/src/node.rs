@@ -1080,7 +1080,7 @@ impl NodeInner {
                 }
             }
         }
-        Err(last_error.unwrap_or(CallError::ShuttingDown))
+        Err(last_error.unwrap_or(CallError::NoTargets))
     }
 
     /// A fire-and-forget request (pipelined commands).

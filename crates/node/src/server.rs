@@ -781,10 +781,16 @@ impl<M: NodeMachine> ServerTask<M> {
             let responder = match pending {
                 Pending::Command(r) | Pending::Query(r) => r,
             };
-            self.respond(responder, ServerResponse::Failed(CallError::ShuttingDown));
+            self.respond(
+                responder,
+                ServerResponse::Failed(CallError::Stopped(self.shared.record.server.clone())),
+            );
         }
         for (_, responder) in std::mem::take(&mut self.held) {
-            self.respond(responder, ServerResponse::Failed(CallError::ShuttingDown));
+            self.respond(
+                responder,
+                ServerResponse::Failed(CallError::Stopped(self.shared.record.server.clone())),
+            );
         }
         // A membership change or end-of-life command that committed is
         // appended, even if this server's own copy was not durable yet (a
@@ -795,7 +801,7 @@ impl<M: NodeMachine> ServerTask<M> {
             let response = if index <= commit_index {
                 ServerResponse::Appended { index }
             } else {
-                ServerResponse::Failed(CallError::ShuttingDown)
+                ServerResponse::Failed(CallError::Stopped(self.shared.record.server.clone()))
             };
             self.respond(responder, response);
         }

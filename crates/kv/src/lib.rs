@@ -40,6 +40,30 @@
 //! firing, due after [`KvMachine::lease_timer_ms`]) and
 //! [`KvMachine::read`] do the same.
 //!
+//! ```
+//! use chorus_kv::*;
+//! use chorus_raft::ApplyMeta;
+//!
+//! let mut kv = KvMachine::default();
+//! // What chorus-raft passes for the committed entry at index 1.
+//! let meta = ApplyMeta { index: 1, term: 1, time_ms: 1_700_000_000_000, machine_version: 0 };
+//! let put = PutRequest { key: "greeting".into(), value: "hello".into(), ..Default::default() };
+//! let Ok(Response::Put(reply)) = kv.apply_command(&meta, Command::Put(put)).reply else {
+//!     unreachable!()
+//! };
+//! assert_eq!(reply.header.revision, 2); // an empty store is at revision 1
+//!
+//! // A serializable read: a local query.
+//! let get = Query::Range(RangeRequest { key: "greeting".into(), ..Default::default() });
+//! let Ok(QueryResponse::Range(found)) = kv.read(&get) else { unreachable!() };
+//! assert_eq!(found.kvs[0].value, "hello");
+//!
+//! // A node's watch service pulls what was applied since it last looked.
+//! let batch = kv.events(2, &KeyRange::all(), 100).unwrap();
+//! assert_eq!(batch.events[0].kind, EventKind::Put);
+//! assert_eq!(batch.next_revision, 3);
+//! ```
+//!
 //! ## Watches
 //!
 //! Watchers are local to a node and not replicated; the machine keeps
@@ -77,9 +101,12 @@
 //! ([`KvMachine::expire_leases`]) revokes the leases whose deadline the
 //! *lease clock* has reached (at most `lease_expire_batch_max` per firing,
 //! each at its own revision) and re-arms the timer, so every replica
-//! revokes the same leases at the same index. A timer, not
-//! [`Machine::tick`](chorus_raft::Machine::tick), because a quiesced
-//! leader is not ticked. Keep-alives are commands too.
+//! revokes the same leases at the same index. A timer, because a quiesced
+//! leader is not ticked; while it is ticked,
+//! [`Machine::tick`](chorus_raft::Machine::tick) re-arms the timer from
+//! the leader's own clock ([`KvMachine::lease_timer_ms_at`]), which
+//! corrects a timer armed while a restarted leader replayed old entries.
+//! Keep-alives are commands too.
 //!
 //! The lease clock is part of the replicated state and moves only when an
 //! entry is applied, by rules that use nothing but the entry's term and
@@ -107,9 +134,10 @@
 //!   the lease clock never runs ahead of the fastest node's clock less the
 //!   bound, and a deadline is the granting leader's clock plus the TTL or
 //!   later;
-//! * a lease expires at most `clock_skew_max_ms` after its TTL, plus,
-//!   across a leader change to a leader whose clock is behind, the time
-//!   between the old leader's last entry and the new one's first.
+//! * a lease expires at most `clock_skew_max_ms` after its TTL (plus the
+//!   time the timer's firing takes to commit), and, across a leader
+//!   change to a leader whose clock is behind, at most the time between
+//!   the old leader's last entry and the new one's first later still.
 //!
 //! When the assumption breaks, a new leader whose clock is behind (even
 //! reset to zero) still drives the lease clock by its own elapsed time

@@ -235,11 +235,29 @@ impl KvMachine {
 
     /// How long until the earliest lease deadline, on the lease clock as
     /// of the last applied entry (0 when one has passed); `None` without
-    /// leases. The delay the lease timer is armed with.
+    /// leases. The delay the lease timer is armed with right after an
+    /// entry is applied.
     pub fn lease_timer_ms(&self) -> Option<u64> {
         self.leases
             .first_deadline_ms()
             .map(|deadline_ms| deadline_ms.saturating_sub(self.clock.now_ms))
+    }
+
+    /// The same delay for a leader whose clock reads `now_ms`: counted
+    /// from now, so it also corrects a timer armed while old entries were
+    /// applied late (a restarted leader replaying its log). 0 when this
+    /// clock reads earlier than the last entry's: that was another
+    /// leader's clock, and an entry of this leader's puts the lease clock
+    /// on its own.
+    pub fn lease_timer_ms_at(&self, now_ms: u64) -> Option<u64> {
+        let skew_ms = self.config.clock_skew_max_ms;
+        self.leases.first_deadline_ms().map(|deadline_ms| {
+            if now_ms < self.clock.entry_time_ms {
+                0
+            } else {
+                deadline_ms.saturating_sub(self.clock.estimate(now_ms, skew_ms))
+            }
+        })
     }
 
     /// Apply one command: what [`Machine::apply`] does, without the
@@ -593,6 +611,17 @@ impl Machine for KvMachine {
             effects.push(Effect::Timer {
                 name: LEASE_TIMER.to_string(),
                 after_ms: Some(0),
+            });
+        }
+    }
+
+    fn tick(&self, now_ms: u64, effects: &mut Effects<Self>) {
+        // Keep the timer true to this leader's clock while it is ticked (a
+        // quiesced leader is not, and relies on the timer as armed).
+        if let Some(after_ms) = self.lease_timer_ms_at(now_ms) {
+            effects.push(Effect::Timer {
+                name: LEASE_TIMER.to_string(),
+                after_ms: Some(after_ms),
             });
         }
     }

@@ -271,6 +271,8 @@ impl Store {
         range: &KeyRange,
         events_max: usize,
     ) -> Result<EventBatch, KvError> {
+        // Revision 1 is the empty store: nothing happened before it.
+        let from = from.max(1);
         if from < self.compacted {
             return Err(KvError::Compacted {
                 compact_revision: self.compacted,
@@ -333,7 +335,8 @@ impl Store {
         revision: i64,
         compacted: i64,
     ) -> Result<Store, String> {
-        if revision < 1 || compacted < 0 || compacted > revision {
+        // `revision < i64::MAX`: the next write's revision must exist.
+        if revision < 1 || revision == i64::MAX || compacted < 0 || compacted > revision {
             return Err(format!(
                 "revision {revision} and compacted revision {compacted} are inconsistent"
             ));
@@ -352,7 +355,13 @@ impl Store {
                     return Err("a key's versions are out of order".into());
                 }
                 if let Some(live) = &version.live {
-                    if live.version < 1 || live.create_revision < 1 || live.create_revision > main {
+                    // Each put of a key takes a revision of its own, so its
+                    // version never exceeds its revision.
+                    if live.version < 1
+                        || live.version > main
+                        || live.create_revision < 1
+                        || live.create_revision > main
+                    {
                         return Err(format!("bad version metadata at revision {main}"));
                     }
                 }

@@ -170,6 +170,19 @@ fn expiry_revokes_due_leases_once_the_lease_clock_reaches_them() {
 }
 
 #[test]
+fn the_timer_counts_from_the_leaders_clock_when_it_has_one() {
+    let mut h = Harness::default();
+    h.grant(1, 10).unwrap();
+    let granted_at = h.time_ms;
+    assert_eq!(h.machine.lease_timer_ms_at(granted_at), Some(10_500));
+    assert_eq!(h.machine.lease_timer_ms_at(granted_at + 3_000), Some(7_500));
+    assert_eq!(h.machine.lease_timer_ms_at(granted_at + 20_000), Some(0));
+    // A clock behind the last entry's is another leader's: fire at once.
+    assert_eq!(h.machine.lease_timer_ms_at(granted_at - 1), Some(0));
+    assert_eq!(KvMachine::default().lease_timer_ms_at(granted_at), None);
+}
+
+#[test]
 fn expiry_revokes_at_most_a_batch_per_firing() {
     let mut h = Harness::new(KvConfig {
         lease_expire_batch_max: 2,

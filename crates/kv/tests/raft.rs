@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use chorus_kv::*;
 use chorus_raft::{
-    Action, ClusterId, Config, Configuration, Effect, Machine, MachineEvent, Persisted, Priority,
-    Raft, ReplyTo, RequestId, ServerId,
+    Action, ClusterId, Config, Configuration, Effect, Entry, HardState, Machine, MachineEvent,
+    Persisted, Priority, Raft, ReplyTo, RequestId, ServerId,
 };
 
 /// One voter, driven as chorus-node drives a server: actions executed in
@@ -19,22 +19,30 @@ struct Single {
     replies: BTreeMap<RequestId, Reply>,
     timers: BTreeMap<String, u64>,
     snapshots: Vec<Bytes>,
+    /// What a disk would hold (no snapshots are taken in restart tests).
+    log: Vec<Entry>,
+    hard_state: HardState,
 }
 
 impl Single {
     fn new(config: KvConfig) -> Self {
+        Single::start(config, 1_700_000_000_000, HardState::default(), Vec::new())
+    }
+
+    fn start(config: KvConfig, now_ms: u64, hard_state: HardState, log: Vec<Entry>) -> Self {
         let me = ServerId(1);
         let raft_config = Config {
             snapshot_interval_entries_min: 1,
             ..Config::new(ClusterId(1), me)
         };
         let persisted = Persisted {
+            hard_state,
+            entries: log.clone(),
             initial_config: Configuration::voters([me]),
             ..Persisted::default()
         };
-        let now_ms = 1_700_000_000_000;
         let raft = Raft::new(raft_config, persisted, KvMachine::new(config), 7, now_ms)
-            .expect("a fresh server starts");
+            .expect("the server starts");
         let mut single = Single {
             raft,
             now_ms,
@@ -42,10 +50,18 @@ impl Single {
             replies: BTreeMap::new(),
             timers: BTreeMap::new(),
             snapshots: Vec::new(),
+            log,
+            hard_state,
         };
         single.raft.trigger_election(now_ms);
         single.pump();
         single
+    }
+
+    /// Crash, stay down for `down_ms`, start again from the log.
+    fn restart(self, down_ms: u64) -> Self {
+        let config = self.raft.machine().config().clone();
+        Single::start(config, self.now_ms + down_ms, self.hard_state, self.log)
     }
 
     fn pump(&mut self) {
@@ -59,7 +75,12 @@ impl Single {
                 match action {
                     Action::AppendLog(entries) => {
                         durable = entries.last().map(|e| (e.index, e.term));
+                        if let Some(first) = entries.first() {
+                            self.log.retain(|e| e.index < first.index);
+                        }
+                        self.log.extend(entries);
                     }
+                    Action::SaveHardState(hard_state) => self.hard_state = hard_state,
                     Action::Reply { request, reply, .. } => {
                         self.replies.insert(request, reply);
                     }
@@ -187,6 +208,28 @@ fn keep_alives_push_the_timer_back() {
     assert!(single.get("held").is_some());
     single.advance(4_000);
     assert_eq!(single.get("held"), None);
+}
+
+#[test]
+fn a_restarted_leader_corrects_the_timer_its_replay_armed() {
+    let mut single = Single::new(KvConfig::default());
+    single
+        .propose(Command::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 1 }))
+        .unwrap();
+    single.propose(put("held", 1)).unwrap();
+    // Down for 8 s: replaying the grant arms the timer for the full 10.5 s
+    // from the restart, as if no time had passed...
+    let mut restarted = single.restart(8_000);
+    assert!(restarted.get("held").is_some());
+    let now_ms = restarted.now_ms;
+    assert_eq!(restarted.timers.get(LEASE_TIMER), Some(&(now_ms + 10_500)));
+    // ...and the first tick re-arms it from the leader's clock.
+    restarted.advance(0);
+    assert_eq!(restarted.timers.get(LEASE_TIMER), Some(&(now_ms + 2_500)));
+    restarted.advance(2_499);
+    assert!(restarted.get("held").is_some());
+    restarted.advance(1);
+    assert_eq!(restarted.get("held"), None);
 }
 
 #[test]

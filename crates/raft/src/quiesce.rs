@@ -27,7 +27,9 @@
 //!
 //! A follower obeys the newest heartbeat round of its leader: a quiescing
 //! round stops its election timer, a later non-quiescing one (or new
-//! entries, a new commit index, a snapshot it lacks) restarts it. A
+//! entries, a new commit index, a snapshot it lacks) restarts it; after
+//! such activity only a later round can quiesce it again. It does not
+//! quiesce for a leader the detector reports down. A
 //! follower that starts (or restarts) has no leader and runs the normal
 //! timer until it hears a quiescing leader. `peer_down(leader)` makes it
 //! forget the leader's contact, so no lease holds up votes, and campaign
@@ -58,10 +60,12 @@ impl<M: Machine> Raft<M> {
         if self.terminated || peer == self.config.id {
             return;
         }
-        // Kept only for members, which bounds the set.
+        // Kept only for members and the leader, which bounds the set.
         let members = self.membership().clone();
-        self.down.retain(|id| members.contains(*id));
-        if members.contains(peer) {
+        let leader = self.leader;
+        self.down
+            .retain(|id| members.contains(*id) || leader == Some(*id));
+        if members.contains(peer) || leader == Some(peer) {
             self.down.insert(peer);
         }
         match self.role {
@@ -78,7 +82,9 @@ impl<M: Machine> Raft<M> {
                 // campaign quickly. The delay is random so that the
                 // followers, told at about the same time, rarely split the
                 // vote; pre-vote keeps a false suspicion from bumping terms
-                // unless a quorum also lost the leader.
+                // unless a quorum also lost the leader. Until `peer_up`, a
+                // heartbeat from it (one in flight, say) does not quiesce
+                // this follower again.
                 self.leader_contact_ms = None;
                 let was_quiesced = std::mem::take(&mut self.quiesced);
                 let spread = (self.config.election_timeout_ms / 4).max(1);

@@ -118,8 +118,8 @@ pub struct Raft<M: Machine> {
     /// heartbeat of an older round does not change `quiesced`.
     pub(crate) leader_round: u64,
     /// Peers whose node the runtime's failure detector suspects
-    /// ([`Raft::peer_down`]); only members of the configuration in force are
-    /// kept, which bounds it.
+    /// ([`Raft::peer_down`]); only members of the configuration in force and
+    /// the known leader are kept, which bounds it.
     pub(crate) down: BTreeSet<ServerId>,
     /// The end-of-life entry's index, once applied.
     pub(crate) end_of_life: Option<LogIndex>,

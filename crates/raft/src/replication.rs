@@ -297,7 +297,7 @@ impl<M: Machine> Raft<M> {
                     // New entries or a new commit index: the leader is
                     // active again, so the election timer runs again. (A
                     // duplicate of an old append carries neither.)
-                    self.quiesced = false;
+                    self.quiesced_leader_active();
                 }
                 // Answer now if everything this message matched is durable;
                 // otherwise `log_durable` answers once it is.
@@ -324,6 +324,19 @@ impl<M: Machine> Raft<M> {
         }
         self.leader_contact_ms = Some(self.now_ms);
         self.reset_election_deadline();
+    }
+
+    /// Follower: the leader shows activity other than a heartbeat (entries,
+    /// a commit index, a snapshot), so the election timer runs again. A
+    /// leader that became active after quiescing in round `r` has started
+    /// round `r + 1` at least (`wake`), and will quiesce again only with a
+    /// later round: heartbeats of round `r` are stale from now on, and a
+    /// reordered one must not quiesce this follower again (found by the
+    /// simulator: a leader that removed itself left its followers waiting).
+    pub(crate) fn quiesced_leader_active(&mut self) {
+        if std::mem::take(&mut self.quiesced) {
+            self.leader_round += 1;
+        }
     }
 
     /// Answer the leader with what is both matched and durable. Called after
@@ -445,9 +458,12 @@ impl<M: Machine> Raft<M> {
         // leader starts a fresh round to quiesce and another to wake), so
         // the newest round seen decides; an older, reordered heartbeat does
         // not undo it.
+        // A leader the failure detector reports down is not trusted to be
+        // there when needed: keep the timer (a stale quiescing heartbeat
+        // must not cancel the campaign `peer_down` started).
         if heartbeat.read_round >= self.leader_round {
             self.leader_round = heartbeat.read_round;
-            self.quiesced = heartbeat.quiesce;
+            self.quiesced = heartbeat.quiesce && !self.down.contains(&from);
         }
         let last_index = self.log.last_index();
         self.send(

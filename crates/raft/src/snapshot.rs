@@ -67,6 +67,7 @@ impl<M: Machine> Raft<M> {
 
     /// Leader: the follower needs entries that were compacted away.
     pub(crate) fn start_snapshot_transfer(&mut self, peer: ServerId) {
+        self.wake();
         let Some((meta, _)) = &self.snapshot else {
             return;
         };
@@ -152,7 +153,7 @@ impl<M: Machine> Raft<M> {
         if index > self.log.commit {
             // A snapshot we lack: the leader is active, the timer runs. (A
             // stale chunk of one we already hold does not count.)
-            self.quiesced = false;
+            self.quiesced_leader_active();
         }
         let reply = |raft: &mut Self, response: SnapshotResponse| {
             raft.send(from, raft.term, Message::InstallSnapshotResponse(response));

@@ -2093,6 +2093,62 @@ fn quiesced_leader_wakes_on_propose_and_quiesces_again() {
 }
 
 #[test]
+fn follower_obeys_only_the_newest_quiescing_round() {
+    let mut f = fresh::<TestMachine>(2, &[1, 2, 3]);
+    let heartbeat = |commit, read_round, quiesce| {
+        env(
+            1,
+            2,
+            1,
+            Message::Heartbeat(Heartbeat {
+                commit,
+                read_round,
+                quiesce,
+            }),
+        )
+    };
+    f.step(0, env(1, 2, 1, append(0, 0, vec![noop(1, 1, 0)], 0)))
+        .unwrap();
+    f.log_durable(0, 1, 1);
+    f.step(1, heartbeat(1, 1, true)).unwrap();
+    assert!(f.status().quiesced);
+    assert_eq!(f.next_deadline_ms(), None);
+    assert_eq!(
+        sends(&acts(&mut f)).last().map(|e| e.message.clone()),
+        Some(Message::HeartbeatResponse(HeartbeatResponse {
+            read_round: 1,
+            last_index: 1,
+            quiesced: true,
+        }))
+    );
+    // New entries: the leader is active, the timer runs again, and a
+    // reordered heartbeat of the old quiescing round changes nothing (the
+    // simulator found a removed leader's followers stuck this way).
+    let entry = cmd_entry(2, 1, 5, Cmd::Add(1));
+    f.step(5, env(1, 2, 1, append(1, 1, vec![entry], 1)))
+        .unwrap();
+    assert!(!f.status().quiesced);
+    f.step(6, heartbeat(1, 1, true)).unwrap();
+    assert!(!f.status().quiesced);
+    assert!(f.next_deadline_ms().is_some());
+    // The leader's next quiescing round (after its wake round) counts.
+    f.log_durable(7, 2, 1);
+    f.step(8, heartbeat(2, 3, true)).unwrap();
+    assert!(f.status().quiesced);
+    // Reported down: the timer runs, and no heartbeat from it quiesces this
+    // follower again until it is reported up.
+    f.peer_down(9, s(1));
+    assert!(!f.status().quiesced);
+    let deadline = f.next_deadline_ms().unwrap();
+    assert!((9..9 + 250).contains(&deadline));
+    f.step(10, heartbeat(2, 4, true)).unwrap();
+    assert!(!f.status().quiesced);
+    f.peer_up(11, s(1));
+    f.step(12, heartbeat(2, 5, true)).unwrap();
+    assert!(f.status().quiesced);
+}
+
+#[test]
 fn followers_campaign_soon_after_peer_down_of_their_quiesced_leader() {
     let mut c = three_quiescing();
     c.run(100, 100);
@@ -2236,6 +2292,12 @@ fn false_suspicion_of_a_live_quiesced_leader_costs_no_election() {
     for id in 1..=3 {
         assert_eq!(c.raft(id).term(), 1, "s{id}");
     }
+    // While its detector reports s1 down, s2 keeps its timer and s1 keeps
+    // heartbeating; the correction lets the cluster quiesce again.
+    assert!(!c.raft(2).status().quiesced && !c.raft(1).status().quiesced);
+    let now = c.now;
+    c.raft(2).peer_up(now, s(1));
+    c.run(300, 10);
     assert!(all_quiesced(&mut c));
 }
 

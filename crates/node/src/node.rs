@@ -936,7 +936,8 @@ fn named(error: CallError, target: &ServerRef, to: ServerId) -> CallError {
     }
 }
 
-fn unexpected(response: NodeResponse) -> CallError {
+/// An answer of the wrong kind for the request (a peer running other code).
+fn unexpected(response: impl std::fmt::Debug) -> CallError {
     CallError::Decode {
         what: "response".into(),
         reason: format!("unexpected answer {response:?}"),
@@ -1230,10 +1231,7 @@ impl NodeInner {
                     None => None,
                 },
             },
-            other => CallError::Decode {
-                what: "response".into(),
-                reason: format!("unexpected answer {other:?}"),
-            },
+            other => unexpected(other),
         }
     }
 

@@ -234,7 +234,15 @@ impl<M: NodeMachine> ServerTask<M> {
             }
             self.take_durable(now);
             self.fire_timers(now);
-            self.raft.tick(now);
+            // The core ticks itself on every proposal and message; it needs
+            // an explicit tick only once its own deadline has passed.
+            if self
+                .raft
+                .next_deadline_ms()
+                .is_some_and(|deadline| deadline <= now)
+            {
+                self.raft.tick(now);
+            }
             if !self.execute(now) {
                 self.exit(false, None);
                 return;

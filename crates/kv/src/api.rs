@@ -288,3 +288,18 @@ pub struct EventBatch {
     /// Ask from here next; past the store's revision when caught up.
     pub next_revision: i64,
 }
+
+/// A member of the cluster as etcd's `Cluster` service lists it
+/// (`etcdserverpb.Member`). Kept in the replicated state so every node
+/// answers `MemberList` alike; whether a member votes is Raft's
+/// configuration, not stored here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The member's id (chorus's node id).
+    pub id: u64,
+    /// Empty until the member has started and published itself.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    /// Empty until the member has started and published itself.
+    pub client_urls: Vec<String>,
+}

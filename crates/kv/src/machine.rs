@@ -1,6 +1,7 @@
 //! The replicated machine: commands, queries, configuration, and the
 //! [`Machine`] implementation chorus-raft drives.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use chorus_raft::{ApplyMeta, Effect, Effects, Machine, MachineEvent, RestoreError, Role};
@@ -10,8 +11,8 @@ use crate::api::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, EventBatch,
     ExpireLeasesResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
     LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberInfo, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::error::KvError;
 use crate::lease::{LeaseClock, Leases};
@@ -95,6 +96,13 @@ pub enum Command {
     LeaseGrant(LeaseGrantRequest),
     LeaseRevoke(LeaseRevokeRequest),
     LeaseKeepAlive(LeaseKeepAliveRequest),
+    /// Add or replace a member's entry in the member directory (neither
+    /// touches the keyspace's revision).
+    MemberPut(MemberInfo),
+    /// Drop a member's entry.
+    MemberRemove {
+        id: u64,
+    },
 }
 
 impl Command {
@@ -123,6 +131,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseKeepAlive(LeaseKeepAliveResponse),
+    /// The directory after a `MemberPut` or `MemberRemove`.
+    Members(Vec<MemberInfo>),
 }
 
 /// What applying a command returns to its proposer.
@@ -142,6 +152,8 @@ pub enum Query {
         now_ms: u64,
     },
     LeaseLeases,
+    /// The member directory, by id.
+    Members,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +162,7 @@ pub enum QueryResponse {
     Txn(TxnResponse),
     LeaseTimeToLive(LeaseTimeToLiveResponse),
     LeaseLeases(LeaseLeasesResponse),
+    Members(Vec<MemberInfo>),
 }
 
 pub type QueryReply = Result<QueryResponse, KvError>;
@@ -181,6 +194,8 @@ pub struct KvMachine {
     pub(crate) clock: LeaseClock,
     /// Entries applied since the last release_cursor.
     pub(crate) entries_since_release: u64,
+    /// The member directory ([`MemberInfo`]), by id.
+    pub(crate) members: BTreeMap<u64, MemberInfo>,
 }
 
 impl Default for KvMachine {
@@ -202,6 +217,7 @@ impl KvMachine {
             leases: Leases::default(),
             clock: LeaseClock::default(),
             entries_since_release: 0,
+            members: BTreeMap::new(),
         }
     }
 
@@ -277,6 +293,14 @@ impl KvMachine {
             Command::LeaseRevoke(request) => self.lease_revoke(request).map(Response::LeaseRevoke),
             Command::LeaseKeepAlive(request) => {
                 self.lease_keep_alive(request).map(Response::LeaseKeepAlive)
+            }
+            Command::MemberPut(member) => {
+                self.members.insert(member.id, member);
+                Ok(Response::Members(self.members.values().cloned().collect()))
+            }
+            Command::MemberRemove { id } => {
+                self.members.remove(&id);
+                Ok(Response::Members(self.members.values().cloned().collect()))
             }
         };
         self.finish_entry(reply)
@@ -541,6 +565,9 @@ impl KvMachine {
                 header: self.header(),
                 leases: self.leases.by_id().keys().copied().collect(),
             })),
+            Query::Members => Ok(QueryResponse::Members(
+                self.members.values().cloned().collect(),
+            )),
         }
     }
 }

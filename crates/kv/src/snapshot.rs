@@ -1,7 +1,7 @@
 //! The snapshot format (documented in `docs/formats.md`, "chorus-kv"):
 //!
 //! ```text
-//! magic "CKVS" | version u16 LE (1) | body length u64 LE | crc32c u32 LE of the body | postcard body
+//! magic "CKVS" | version u16 LE (2; 1 is still read) | body length u64 LE | crc32c u32 LE of the body | postcard body
 //! ```
 //!
 //! The body holds the replicated
@@ -15,12 +15,15 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::api::MemberInfo;
 use crate::lease::{Lease, LeaseClock, Leases};
 use crate::machine::{KvConfig, KvMachine, LEASE_TTL_MAX_S};
 use crate::mvcc::{Store, Version};
 
 pub(crate) const MAGIC: [u8; 4] = *b"CKVS";
-pub(crate) const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 2;
+/// Version 1 had no member directory; its bodies are read as such.
+const VERSION_NO_MEMBERS: u16 = 1;
 const HEADER_BYTES: usize = 18;
 
 /// The body as written: borrowed from the machine, nothing cloned.
@@ -33,6 +36,7 @@ struct BodyRef<'a> {
     entries_since_release: u64,
     keys: &'a BTreeMap<Bytes, Vec<Version>>,
     leases: &'a BTreeMap<i64, Lease>,
+    members: &'a BTreeMap<u64, MemberInfo>,
 }
 
 /// The body as read: the same fields in the same order.
@@ -45,6 +49,34 @@ struct Body {
     entries_since_release: u64,
     keys: BTreeMap<Bytes, Vec<Version>>,
     leases: BTreeMap<i64, Lease>,
+    members: BTreeMap<u64, MemberInfo>,
+}
+
+/// A version 1 body: [`Body`] without the member directory.
+#[derive(Deserialize)]
+struct BodyV1 {
+    config: KvConfig,
+    revision: i64,
+    compacted: i64,
+    clock: LeaseClock,
+    entries_since_release: u64,
+    keys: BTreeMap<Bytes, Vec<Version>>,
+    leases: BTreeMap<i64, Lease>,
+}
+
+impl From<BodyV1> for Body {
+    fn from(v1: BodyV1) -> Self {
+        Body {
+            config: v1.config,
+            revision: v1.revision,
+            compacted: v1.compacted,
+            clock: v1.clock,
+            entries_since_release: v1.entries_since_release,
+            keys: v1.keys,
+            leases: v1.leases,
+            members: BTreeMap::new(),
+        }
+    }
 }
 
 pub(crate) fn encode(machine: &KvMachine) -> Vec<u8> {
@@ -56,6 +88,7 @@ pub(crate) fn encode(machine: &KvMachine) -> Vec<u8> {
         entries_since_release: machine.entries_since_release,
         keys: machine.store.keys(),
         leases: machine.leases.by_id(),
+        members: &machine.members,
     };
     frame(&body)
 }
@@ -83,7 +116,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<KvMachine, String> {
         return Err("not a kv snapshot (bad magic)".into());
     }
     let version = u16::from_le_bytes([header[4], header[5]]);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_NO_MEMBERS {
         return Err(format!(
             "kv snapshot version {version} is not supported (this code reads {VERSION})"
         ));
@@ -107,8 +140,12 @@ pub(crate) fn decode(data: &[u8]) -> Result<KvMachine, String> {
     if crc32c(body) != stored {
         return Err("kv snapshot checksum mismatch".into());
     }
-    let (body, rest) = postcard::take_from_bytes::<Body>(body)
-        .map_err(|error| format!("kv snapshot body is invalid: {error}"))?;
+    let (body, rest) = if version == VERSION_NO_MEMBERS {
+        postcard::take_from_bytes::<BodyV1>(body).map(|(body, rest)| (Body::from(body), rest))
+    } else {
+        postcard::take_from_bytes::<Body>(body)
+    }
+    .map_err(|error| format!("kv snapshot body is invalid: {error}"))?;
     if !rest.is_empty() {
         return Err(format!("{} bytes after the kv snapshot value", rest.len()));
     }
@@ -138,7 +175,13 @@ fn build(body: Body) -> Result<KvMachine, String> {
             leases.attach(attached, key.clone());
         }
     }
+    for (id, member) in &body.members {
+        if *id != member.id {
+            return Err(format!("member {} is filed under id {id}", member.id));
+        }
+    }
     Ok(KvMachine {
+        members: body.members,
         config: body.config,
         store,
         leases,
@@ -222,6 +265,7 @@ mod tests {
             entries_since_release: 0,
             keys: machine.store.keys(),
             leases: machine.leases.by_id(),
+            members: &machine.members,
         });
         assert!(decode(&bytes).unwrap_err().contains("inconsistent"));
     }

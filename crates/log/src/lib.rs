@@ -94,6 +94,8 @@ pub use codec::{DecodeError, FORMAT_VERSION};
 pub use config::{LogConfig, WalWriteStrategy};
 pub use error::{ApiError, LogError, LogResult, StorageError};
 pub use storage::{FaultConfig, FaultyStorage, FsStorage, OpenOptions, Storage, StorageStats};
-pub use system::{LogStats, LogSystem, RecoveryReport, TornTail};
+pub use system::{
+    LatencyHistogram, LogStats, LogSystem, RecoveryReport, TornTail, LATENCY_BOUNDS_US,
+};
 pub use wal::Durable;
 pub use writer::{DurableCallback, LogWriter, Ticket};

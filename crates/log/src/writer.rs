@@ -217,8 +217,12 @@ fn writer_loop<S: Storage>(shared: Arc<Shared<S>>, mut on_durable: DurableCallba
         let result: Result<Vec<Durable>, LogError> = match job {
             Ok(Some(mut job)) => {
                 let storage = Arc::clone(lock(&shared.log).storage());
+                let started = std::time::Instant::now();
                 job.run(&storage);
-                lock(&shared.log).finish_flush(job)
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let mut log = lock(&shared.log);
+                log.record_flush_latency(micros);
+                log.finish_flush(job)
             }
             Ok(None) => Ok(Vec::new()),
             Err(error) => Err(error),

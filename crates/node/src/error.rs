@@ -35,6 +35,8 @@ pub enum Refusal {
     AlreadyMember(ServerId),
     #[error("{0} is not a member")]
     NotMember(ServerId),
+    #[error("{0} is already a voter")]
+    AlreadyVoter(ServerId),
     #[error("removing {0} would leave the cluster with no voter")]
     LastVoter(ServerId),
     #[error("a leadership transfer is in progress")]
@@ -59,6 +61,7 @@ impl Refusal {
             ProposeError::LeaderNotReady => Refusal::LeaderNotReady,
             ProposeError::AlreadyMember(id) => Refusal::AlreadyMember(id),
             ProposeError::NotMember(id) => Refusal::NotMember(id),
+            ProposeError::AlreadyVoter(id) => Refusal::AlreadyVoter(id),
             ProposeError::LastVoter(id) => Refusal::LastVoter(id),
             ProposeError::TransferInProgress => Refusal::TransferInProgress,
             ProposeError::NotVoter(id) => Refusal::NotVoter(id),

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chorus_log::{FaultyStorage, FsStorage, LogSystem};
 use chorus_raft::{
     CallerId, Configuration, Correlation, Envelope, LogIndex, Membership, NodeId, Persisted,
-    Priority, ServerId, SubscriberId, Term,
+    Priority, ServerId, ServerProgress, SubscriberId, Term,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -610,6 +610,25 @@ impl Node {
         self.inner.appended(response, leader).await
     }
 
+    /// Make a non-voting member a voter once it has caught up with the
+    /// leader's log as it is now (etcd's learner promotion): returns once
+    /// the change is in the leader's log; the promotion itself follows
+    /// when the member has caught up.
+    pub async fn promote_member(
+        &self,
+        cluster: &(impl Targets + ?Sized),
+        member: &ServerRef,
+    ) -> Result<Appended, CallError> {
+        let request = ServerRequest::PromoteMember {
+            member: member.id(),
+        };
+        let (response, leader) = self
+            .inner
+            .leader_call(&cluster.targets(), request, self.default_timeout())
+            .await?;
+        self.inner.appended(response, leader).await
+    }
+
     /// ra's `leave_and_terminate`: removes `server` from the cluster, then
     /// stops it (its data is kept).
     pub async fn leave_and_terminate(
@@ -862,6 +881,31 @@ impl Node {
             ServerResponse::Done => Ok(()),
             other => Err(self.inner.failure(other).await),
         }
+    }
+
+    /// A local server's role, term, leader, commit and applied index, as a
+    /// watch channel updated after every batch of work that changed them:
+    /// the way to follow a server without polling (a watch service waits
+    /// for `applied_index` to move; metrics read the latest value). The
+    /// channel closes when the server stops.
+    pub fn progress(
+        &self,
+        server: &ServerRef,
+    ) -> Result<watch::Receiver<ServerProgress>, CallError> {
+        if server.node != self.inner.config.node {
+            return Err(CallError::NotLocal(server.clone()));
+        }
+        let shared = self
+            .inner
+            .route(server.id())
+            .ok_or_else(|| CallError::NoSuchServer(server.clone()))?;
+        Ok(shared.progress.subscribe())
+    }
+
+    /// The shared log's counters, with the WAL write-and-sync latency
+    /// histogram (for metrics).
+    pub fn log_stats(&self) -> chorus_log::LogStats {
+        self.inner.log.stats()
     }
 
     /// ra's `overview`: this node's servers, WAL and links.

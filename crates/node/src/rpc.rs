@@ -56,6 +56,9 @@ pub(crate) enum ServerRequest {
     /// Commit the end-of-life command (delete_cluster).
     DeleteCluster,
     Status,
+    PromoteMember {
+        member: ServerId,
+    },
 }
 
 impl ServerRequest {

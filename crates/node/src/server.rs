@@ -20,11 +20,11 @@ use bytes::Bytes;
 use chorus_raft::{
     Abandoned, Action, CallerId, Config, Correlation, Effect, Envelope, LogIndex, Machine,
     MachineEvent, MembershipChange, NodeId, Persisted, Priority, Raft, ReplyTo, RequestId, Role,
-    ServerId, Term, TransferOutcome,
+    ServerId, ServerProgress, Term, TransferOutcome,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::error::{CallError, Refusal};
 use crate::ids::{cluster_id, node_of};
@@ -100,6 +100,8 @@ pub(crate) struct ServerShared {
     pub(crate) durable: Mutex<Option<(LogIndex, Term)>>,
     pub(crate) durable_notify: Notify,
     pub(crate) machine_type: std::any::TypeId,
+    /// Published after every wake-up that changed it ([`crate::Node::progress`]).
+    pub(crate) progress: watch::Sender<ServerProgress>,
 }
 
 impl ServerShared {
@@ -167,6 +169,7 @@ pub(crate) fn spawn<M: NodeMachine>(
         durable: Mutex::new(None),
         durable_notify: Notify::new(),
         machine_type: std::any::TypeId::of::<M>(),
+        progress: watch::Sender::new(raft.progress()),
     });
     let mut task = ServerTask {
         node: Arc::clone(node),
@@ -251,7 +254,13 @@ impl<M: NodeMachine> ServerTask<M> {
                 self.exit(delete, Some(done));
                 return;
             }
-            if self.raft.status().terminated {
+            let progress = self.raft.progress();
+            self.shared.progress.send_if_modified(|published| {
+                let changed = *published != progress;
+                *published = progress;
+                changed
+            });
+            if progress.terminated {
                 // End of life applied (and, on the leader, replicated).
                 self.exit(true, None);
                 return;
@@ -441,6 +450,9 @@ impl<M: NodeMachine> ServerTask<M> {
             }
             ServerRequest::RemoveMember { member } => {
                 self.membership_change(now, MembershipChange::Remove(member), original, responder)
+            }
+            ServerRequest::PromoteMember { member } => {
+                self.membership_change(now, MembershipChange::Promote(member), original, responder)
             }
             ServerRequest::TransferLeadership { target } => {
                 match self.raft.transfer_leadership(now, target) {

@@ -37,6 +37,8 @@ pub enum ProposeError {
     AlreadyMember(ServerId),
     #[error("{0} is not a member")]
     NotMember(ServerId),
+    #[error("{0} is already a voter")]
+    AlreadyVoter(ServerId),
     #[error("removing {0} would leave the cluster with no voter")]
     LastVoter(ServerId),
     #[error("a leadership transfer is in progress")]

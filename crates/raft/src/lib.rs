@@ -162,7 +162,7 @@ pub use membership::MembershipChange;
 pub use message::*;
 #[cfg(feature = "planted-bugs")]
 pub use raft::PlantedBugs;
-pub use raft::{Raft, Status};
+pub use raft::{Raft, ServerProgress, Status};
 pub use types::*;
 
 /// What a server recovered from its storage, handed to [`Raft::new`].

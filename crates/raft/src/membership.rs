@@ -20,6 +20,9 @@ pub enum MembershipChange {
     AddPromotable(ServerId),
     /// Remove a member (possibly the leader itself).
     Remove(ServerId),
+    /// Make a non-voter a voter once it has caught up with the log as it
+    /// is now (it becomes promotable; etcd's learner promotion).
+    Promote(ServerId),
 }
 
 impl<M: Machine> Raft<M> {
@@ -60,6 +63,18 @@ impl<M: Machine> Raft<M> {
                 }
                 config.members.remove(&id);
             }
+            MembershipChange::Promote(id) => match config.members.get(&id) {
+                None => return Err(ProposeError::NotMember(id)),
+                Some(Membership::Voter) => return Err(ProposeError::AlreadyVoter(id)),
+                Some(_) => {
+                    config.members.insert(
+                        id,
+                        Membership::Promotable {
+                            target_index: self.log.last_index(),
+                        },
+                    );
+                }
+            },
         }
         let index = self.append_entry(Payload::Config(config), ReplyTo::Nobody);
         self.sync_progress();

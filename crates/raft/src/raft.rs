@@ -57,6 +57,18 @@ pub struct Status {
     pub quiesced: bool,
 }
 
+/// The part of [`Status`] that changes as the server runs, without the
+/// configuration: cheap to take after every step (runtimes publish it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerProgress {
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<ServerId>,
+    pub commit_index: LogIndex,
+    pub applied_index: LogIndex,
+    pub terminated: bool,
+}
+
 /// One Raft server: a deterministic state machine driven by
 /// [`Raft::step`], [`Raft::tick`], [`Raft::propose`] and friends, whose
 /// outputs are drained with [`Raft::take_actions`].
@@ -353,6 +365,18 @@ impl<M: Machine> Raft<M> {
             members: self.membership().clone(),
             terminated: self.terminated,
             quiesced: self.quiesced,
+        }
+    }
+
+    /// [`Raft::status`] without the configuration (no allocation).
+    pub fn progress(&self) -> ServerProgress {
+        ServerProgress {
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+            commit_index: self.log.commit,
+            applied_index: self.log.applied,
+            terminated: self.terminated,
         }
     }
 

@@ -60,8 +60,9 @@ pub enum Priority {
 }
 
 /// The role a server plays in its current term.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
 pub enum Role {
+    #[default]
     Follower,
     /// Running a pre-vote round (thesis §9.6): asking whether it could win
     /// before disturbing anyone with a higher term.

@@ -196,7 +196,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..100).prop_map(Op::Query),
         2 => (0u64..12, 0u64..7).prop_map(|(i, t)| Op::Durable(i, t)),
         6 => Just(Op::DurableAll),
-        1 => (0u8..4, 1u64..6).prop_map(|(k, id)| Op::Member(k, id)),
+        1 => (0u8..5, 1u64..6).prop_map(|(k, id)| Op::Member(k, id)),
         3 => Just(Op::Trigger),
         1 => (1u64..4).prop_map(Op::Transfer),
         1 => Just(Op::Event),
@@ -327,6 +327,7 @@ fn run_single(quiesce: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     0 => MembershipChange::AddVoter(ServerId(id)),
                     1 => MembershipChange::AddNonVoter(ServerId(id)),
                     2 => MembershipChange::AddPromotable(ServerId(id)),
+                    3 => MembershipChange::Promote(ServerId(id)),
                     _ => MembershipChange::Remove(ServerId(id)),
                 };
                 let _ = raft.change_membership(now, change);

@@ -1206,7 +1206,11 @@ impl Sim {
                     let id = server_id(target);
                     let members = raft.membership().clone();
                     let change = if members.contains(id) {
-                        MembershipChange::Remove(id)
+                        if !members.is_voter(id) && self.rng.gen_bool(0.5) {
+                            MembershipChange::Promote(id)
+                        } else {
+                            MembershipChange::Remove(id)
+                        }
                     } else if self.rng.gen_bool(0.5) {
                         MembershipChange::AddPromotable(id)
                     } else {

@@ -1,0 +1,391 @@
+//! etcd's `Cluster` and `Maintenance` services.
+//!
+//! Members are chorus nodes; the member id is the node id. Raft's
+//! configuration of the key-value cluster says who is a member and who
+//! votes (a learner is a non-voter); the member directory in the
+//! key-value machine ([`chorus_kv::MemberInfo`]) holds names and URLs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_kv::{Command, KvMachine, MemberInfo, Query, QueryResponse, Response};
+use chorus_node::ServerRef;
+use chorus_raft::{Membership, NodeId};
+use tonic::{Request, Response as Reply, Status};
+
+use crate::backend::{Backend, KV_SERVER};
+use crate::config::{member_id, parse_url};
+use crate::error::{
+    BAD_LEADER_TRANSFEREE, MEMBER_EXISTS, MEMBER_NOT_FOUND, MEMBER_NOT_LEARNER, PEER_URL_EXISTS,
+};
+use crate::pb::etcdserverpb as pb;
+
+/// The etcd API version chorus speaks (reported by `Status`).
+pub const ETCD_API_VERSION: &str = "3.5.0";
+/// How often a promotion is checked while waiting for it.
+const PROMOTION_POLL: Duration = Duration::from_millis(50);
+
+pub(crate) struct ClusterService {
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) token: String,
+}
+
+fn kv_server(id: u64) -> ServerRef {
+    ServerRef::new(KV_SERVER, NodeId(id))
+}
+
+impl ClusterService {
+    async fn directory(&self, linearizable: bool) -> Result<Vec<MemberInfo>, Status> {
+        match self
+            .backend
+            .read("MemberList", 0, Query::Members, !linearizable)
+            .await?
+        {
+            QueryResponse::Members(members) => Ok(members),
+            _ => Err(Status::internal(
+                "chorus: unexpected answer to a member query",
+            )),
+        }
+    }
+
+    /// Raft's members of the key-value cluster, with their directory
+    /// entries, in id order.
+    async fn members(&self, linearizable: bool) -> Result<Vec<pb::Member>, Status> {
+        let config = self
+            .backend
+            .node
+            .members(&self.backend.local)
+            .await
+            .map_err(|error| self.backend.call_failed(error))?;
+        let directory = self.directory(linearizable).await?;
+        let mut members: Vec<pb::Member> = config
+            .members
+            .iter()
+            .map(|(server, membership)| {
+                let id = server.node.0;
+                let info = directory.iter().find(|m| m.id == id);
+                pb::Member {
+                    id,
+                    name: info.map(|m| m.name.clone()).unwrap_or_default(),
+                    peer_ur_ls: info.map(|m| m.peer_urls.clone()).unwrap_or_default(),
+                    client_ur_ls: info.map(|m| m.client_urls.clone()).unwrap_or_default(),
+                    is_learner: !matches!(membership, Membership::Voter),
+                }
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+        Ok(members)
+    }
+
+    async fn put_member(&self, info: MemberInfo) -> Result<(), Status> {
+        match self
+            .backend
+            .write("MemberPut", 0, Command::MemberPut(info))
+            .await?
+        {
+            Response::Members(_) => Ok(()),
+            _ => Err(Status::internal(
+                "chorus: unexpected answer to a member update",
+            )),
+        }
+    }
+
+    fn header(&self) -> Option<pb::ResponseHeader> {
+        Some(self.backend.header(0))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Reply<pb::MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        let Some(first) = request.peer_ur_ls.first() else {
+            return Err(Status::invalid_argument(
+                "etcdserver: member peer URLs are not given",
+            ));
+        };
+        let address =
+            parse_url(first).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let existing = self.members(true).await?;
+        if existing.iter().any(|m| {
+            m.peer_ur_ls
+                .iter()
+                .any(|url| request.peer_ur_ls.contains(url))
+        }) {
+            return Err(Status::failed_precondition(PEER_URL_EXISTS));
+        }
+        let id = member_id(&request.peer_ur_ls, &self.token);
+        if existing.iter().any(|m| m.id == id.0) {
+            return Err(Status::failed_precondition(MEMBER_EXISTS));
+        }
+        // The directory entry first: a member listed without a Raft
+        // membership is harmless, the reverse would have no URLs.
+        let info = MemberInfo {
+            id: id.0,
+            name: String::new(),
+            peer_urls: request.peer_ur_ls.clone(),
+            client_urls: Vec::new(),
+        };
+        self.put_member(info).await?;
+        self.backend.node.add_peer(id, address);
+        let membership = if request.is_learner {
+            Membership::NonVoter
+        } else {
+            Membership::Voter
+        };
+        self.backend
+            .node
+            .add_member_as(&self.backend.local, &kv_server(id.0), membership)
+            .await
+            .map_err(|error| self.backend.call_failed(error))?;
+        let members = self.members(true).await?;
+        let member = members.iter().find(|m| m.id == id.0).cloned();
+        Ok(Reply::new(pb::MemberAddResponse {
+            header: self.header(),
+            member,
+            members,
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Reply<pb::MemberRemoveResponse>, Status> {
+        let id = request.into_inner().id;
+        if !self.members(true).await?.iter().any(|m| m.id == id) {
+            return Err(Status::not_found(MEMBER_NOT_FOUND));
+        }
+        self.backend
+            .node
+            .remove_member(&self.backend.local, &kv_server(id))
+            .await
+            .map_err(|error| self.backend.call_failed(error))?;
+        match self
+            .backend
+            .write("MemberRemove", 0, Command::MemberRemove { id })
+            .await?
+        {
+            Response::Members(_) => {}
+            _ => {
+                return Err(Status::internal(
+                    "chorus: unexpected answer to a member update",
+                ))
+            }
+        }
+        Ok(Reply::new(pb::MemberRemoveResponse {
+            header: self.header(),
+            members: self.members(true).await?,
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Reply<pb::MemberUpdateResponse>, Status> {
+        let request = request.into_inner();
+        let Some(first) = request.peer_ur_ls.first() else {
+            return Err(Status::invalid_argument(
+                "etcdserver: member peer URLs are not given",
+            ));
+        };
+        let address =
+            parse_url(first).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let members = self.members(true).await?;
+        let Some(member) = members.iter().find(|m| m.id == request.id) else {
+            return Err(Status::not_found(MEMBER_NOT_FOUND));
+        };
+        self.put_member(MemberInfo {
+            id: member.id,
+            name: member.name.clone(),
+            peer_urls: request.peer_ur_ls.clone(),
+            client_urls: member.client_ur_ls.clone(),
+        })
+        .await?;
+        self.backend.node.add_peer(NodeId(request.id), address);
+        Ok(Reply::new(pb::MemberUpdateResponse {
+            header: self.header(),
+            members: self.members(true).await?,
+        }))
+    }
+
+    async fn member_list(
+        &self,
+        request: Request<pb::MemberListRequest>,
+    ) -> Result<Reply<pb::MemberListResponse>, Status> {
+        let linearizable = request.into_inner().linearizable;
+        Ok(Reply::new(pb::MemberListResponse {
+            header: self.header(),
+            members: self.members(linearizable).await?,
+        }))
+    }
+
+    /// Makes a learner a voter once it has caught up with the leader's
+    /// log; answers when it votes, or with etcd's "not in sync" error if it
+    /// has not caught up within the request timeout.
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Reply<pb::MemberPromoteResponse>, Status> {
+        let id = request.into_inner().id;
+        let Some(member) = self.members(true).await?.into_iter().find(|m| m.id == id) else {
+            return Err(Status::not_found(MEMBER_NOT_FOUND));
+        };
+        if !member.is_learner {
+            return Err(Status::failed_precondition(MEMBER_NOT_LEARNER));
+        }
+        self.backend
+            .node
+            .promote_member(&self.backend.local, &kv_server(id))
+            .await
+            .map_err(|error| self.backend.call_failed(error))?;
+        let deadline = tokio::time::Instant::now() + self.backend.timeout;
+        loop {
+            let members = self.members(true).await?;
+            if members.iter().any(|m| m.id == id && !m.is_learner) {
+                return Ok(Reply::new(pb::MemberPromoteResponse {
+                    header: self.header(),
+                    members,
+                }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::failed_precondition(
+                    "etcdserver: can only promote a learner member which is in sync with leader",
+                ));
+            }
+            tokio::time::sleep(PROMOTION_POLL).await;
+        }
+    }
+}
+
+pub(crate) struct MaintenanceService {
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) data_dir: std::path::PathBuf,
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for MaintenanceService {
+    /// chorus raises no alarms (it has no space quota): listing answers
+    /// none; raising one is refused rather than pretended.
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Reply<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
+        match AlarmAction::try_from(request.into_inner().action) {
+            Ok(AlarmAction::Get) | Ok(AlarmAction::Deactivate) => {
+                Ok(Reply::new(pb::AlarmResponse {
+                    header: Some(self.backend.header(0)),
+                    alarms: Vec::new(),
+                }))
+            }
+            _ => Err(Status::unimplemented(
+                "chorus: alarms cannot be raised by clients",
+            )),
+        }
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Reply<pb::StatusResponse>, Status> {
+        let backend = &self.backend;
+        let progress = *backend.progress.borrow();
+        let revision = backend
+            .node
+            .local_query_with::<KvMachine, _, _>(&backend.local, |machine| machine.revision())
+            .await
+            .map_err(|error| backend.call_failed(error))?
+            .reply;
+        let overview = backend.node.overview().await;
+        let is_learner = overview
+            .servers
+            .iter()
+            .find(|s| s.server == backend.local)
+            .and_then(|s| s.members.iter().find(|(id, _)| *id == backend.local.id()))
+            .is_some_and(|(_, membership)| !matches!(membership, Membership::Voter));
+        let db_size = directory_bytes(&self.data_dir);
+        let mut errors = Vec::new();
+        if progress.leader.is_none() {
+            errors.push(crate::error::NO_LEADER.to_string());
+        }
+        Ok(Reply::new(pb::StatusResponse {
+            header: Some(backend.header(revision)),
+            version: ETCD_API_VERSION.into(),
+            db_size,
+            leader: progress
+                .leader
+                .map_or(0, |leader| chorus_node::node_of(leader).0),
+            raft_index: progress.commit_index,
+            raft_term: progress.term,
+            raft_applied_index: progress.applied_index,
+            errors,
+            db_size_in_use: db_size,
+            is_learner,
+        }))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Reply<pb::MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        let backend = &self.backend;
+        let members = backend
+            .node
+            .members(&backend.local)
+            .await
+            .map_err(|error| backend.call_failed(error))?;
+        if !members
+            .members
+            .iter()
+            .any(|(server, m)| server.node.0 == target && matches!(m, Membership::Voter))
+        {
+            return Err(Status::failed_precondition(BAD_LEADER_TRANSFEREE));
+        }
+        backend
+            .node
+            .transfer_leadership(&backend.local, &kv_server(target))
+            .await
+            .map_err(|error| backend.call_failed(error))?;
+        // etcd answers once the transferee leads.
+        let deadline = tokio::time::Instant::now() + backend.timeout;
+        let mut progress = backend.progress.clone();
+        loop {
+            let leader = progress.borrow_and_update().leader;
+            if leader.is_some_and(|l| chorus_node::node_of(l).0 == target) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, progress.changed())
+                .await
+                .is_err()
+            {
+                return Err(Status::unavailable(crate::error::TIMEOUT));
+            }
+        }
+        Ok(Reply::new(pb::MoveLeaderResponse {
+            header: Some(backend.header(0)),
+        }))
+    }
+}
+
+/// Bytes in the data directory's files (etcd's `dbSize`).
+fn directory_bytes(dir: &std::path::Path) -> i64 {
+    let mut total: u64 = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => stack.push(entry.path()),
+                Ok(meta) => total = total.saturating_add(meta.len()),
+                Err(_) => {}
+            }
+        }
+    }
+    i64::try_from(total).unwrap_or(i64::MAX)
+}

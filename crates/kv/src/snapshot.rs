@@ -253,6 +253,23 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_snapshot_without_members_is_still_read() {
+        let mut machine = KvMachine::default();
+        machine.members.clear();
+        let v2 = encode(&machine);
+        // Version 2's body is version 1's followed by the member map,
+        // which postcard writes as one byte (its length, 0) when empty.
+        let body = &v2[HEADER_BYTES..v2.len() - 1];
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&MAGIC);
+        v1.extend_from_slice(&VERSION_NO_MEMBERS.to_le_bytes());
+        v1.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        v1.extend_from_slice(&crc32c(body).to_le_bytes());
+        v1.extend_from_slice(body);
+        assert_eq!(decode(&v1).unwrap(), machine);
+    }
+
+    #[test]
     fn a_checksummed_but_inconsistent_body_is_refused() {
         let machine = KvMachine::default();
         // A revision below the compacted one, framed with a good checksum:

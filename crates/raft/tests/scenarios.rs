@@ -901,6 +901,51 @@ fn add_promotable_is_promoted_to_voter_after_catching_up() {
 }
 
 #[test]
+fn promote_makes_a_non_voter_a_voter_once_caught_up() {
+    let mut c = three_with_leader();
+    c.add_node(4, &[1, 2, 3], &|_| {});
+    let now = c.now;
+    c.raft(1)
+        .change_membership(now, MembershipChange::AddNonVoter(s(4)))
+        .unwrap();
+    c.execute(s(1));
+    c.run(300, 50);
+    // Refusals first: only members, only non-voters.
+    let now = c.now;
+    assert_eq!(
+        c.raft(1)
+            .change_membership(now, MembershipChange::Promote(s(9))),
+        Err(ProposeError::NotMember(s(9)))
+    );
+    assert_eq!(
+        c.raft(1)
+            .change_membership(now, MembershipChange::Promote(s(2))),
+        Err(ProposeError::AlreadyVoter(s(2)))
+    );
+    for n in 1..=5 {
+        c.propose(1, Cmd::Add(n), ReplyTo::Nobody).unwrap();
+    }
+    let now = c.now;
+    c.raft(1)
+        .change_membership(now, MembershipChange::Promote(s(4)))
+        .unwrap();
+    c.execute(s(1));
+    assert!(matches!(
+        c.raft(1).membership().members.get(&s(4)),
+        Some(chorus_raft::Membership::Promotable { .. })
+    ));
+    c.run(500, 50);
+    for id in 1..=4 {
+        assert_eq!(
+            c.raft(id).membership().members.get(&s(4)),
+            Some(&chorus_raft::Membership::Voter),
+            "s{id} sees s4 as a voter"
+        );
+    }
+    assert_eq!(c.raft(4).machine().total, 15);
+}
+
+#[test]
 fn removed_leader_steps_down_after_removal_commits() {
     let mut c = three_with_leader();
     let now = c.now;

@@ -26,12 +26,18 @@ struct Cli {
 enum Commands {
     /// Run a member (the default). With no flags: a durable single-node
     /// store in ./chorus-data, clients on 127.0.0.1:2379.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a cluster of local processes on loopback to try chorus out;
     /// Ctrl-C stops them all.
     Local(LocalArgs),
     /// Print every member's role, term and indexes.
     Status(StatusArgs),
+}
+
+impl Default for Commands {
+    fn default() -> Self {
+        Commands::Serve(Box::default())
+    }
 }
 
 /// etcd's flags, with etcd's names (a config file takes the same keys).
@@ -178,7 +184,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Commands::Serve(ServeArgs::default())) {
+    let result = match cli.command.unwrap_or_default() {
         Commands::Serve(args) => args.config().and_then(serve),
         Commands::Local(args) => local(args),
         Commands::Status(args) => status(args),
@@ -216,11 +222,16 @@ fn serve(config: ServeConfig) -> Result<()> {
     })
 }
 
-/// etcd's local-cluster ports (its Procfile): member i serves clients on
-/// 2379 + 10000·i and peers on 2380 + 10000·i.
+/// etcd's local-cluster ports (its Procfile): member 1 serves clients on
+/// 2379 and peers on 2380, member i > 1 on (i + 1)·10000 + 2379 and + 2380
+/// (22379, 32379, ...).
 fn local_ports(i: usize) -> (u16, u16) {
-    let base = 2379 + 10_000 * i as u16;
-    (base, base + 1)
+    let client = if i == 0 {
+        2379
+    } else {
+        2379 + 10_000 * (i as u16 + 1)
+    };
+    (client, client + 1)
 }
 
 fn local(args: LocalArgs) -> Result<()> {

@@ -105,7 +105,26 @@ impl Backend {
         request_bytes: usize,
         command: Command,
     ) -> Result<Response, Status> {
-        self.command(method, request_bytes, command)
+        self.write_via(
+            method,
+            request_bytes,
+            std::slice::from_ref(&self.local),
+            command,
+        )
+        .await
+    }
+
+    /// [`Backend::write`] through other members' servers (tried in
+    /// order): for when this member's own server may no longer be in the
+    /// cluster (it was just removed).
+    pub(crate) async fn write_via(
+        &self,
+        method: &'static str,
+        request_bytes: usize,
+        servers: &[ServerRef],
+        command: Command,
+    ) -> Result<Response, Status> {
+        self.command_via(method, request_bytes, servers, command)
             .await?
             .map_err(|error| kv_status(&error))
     }
@@ -118,8 +137,24 @@ impl Backend {
         request_bytes: usize,
         command: Command,
     ) -> Result<Reply, Status> {
+        self.command_via(
+            method,
+            request_bytes,
+            std::slice::from_ref(&self.local),
+            command,
+        )
+        .await
+    }
+
+    async fn command_via(
+        &self,
+        method: &'static str,
+        request_bytes: usize,
+        servers: &[ServerRef],
+        command: Command,
+    ) -> Result<Reply, Status> {
         let started = Instant::now();
-        let result = self.command_inner(request_bytes, command).await;
+        let result = self.command_inner(request_bytes, servers, command).await;
         let outcome = match &result {
             Ok(Err(error)) => Err(kv_status(error)),
             Ok(Ok(_)) => Ok(()),
@@ -129,11 +164,16 @@ impl Backend {
         result
     }
 
-    async fn command_inner(&self, request_bytes: usize, command: Command) -> Result<Reply, Status> {
+    async fn command_inner(
+        &self,
+        request_bytes: usize,
+        servers: &[ServerRef],
+        command: Command,
+    ) -> Result<Reply, Status> {
         let _permit = self.admit(request_bytes)?;
         let reply = self
             .node
-            .process_command_timeout::<KvMachine>(&self.local, command, self.timeout)
+            .process_command_timeout::<KvMachine>(servers, command, self.timeout)
             .await
             .map_err(|error| self.call_failed(error))?;
         Ok(reply.reply)
@@ -149,7 +189,24 @@ impl Backend {
         serializable: bool,
     ) -> Result<QueryResponse, Status> {
         let started = Instant::now();
-        let result = self.read_inner(request_bytes, query, serializable).await;
+        let servers = std::slice::from_ref(&self.local);
+        let result = self
+            .read_inner(request_bytes, servers, query, serializable)
+            .await;
+        self.metrics.observe(method, started, &result);
+        result
+    }
+
+    /// A linearizable read through other members' servers (tried in
+    /// order); see [`Backend::write_via`].
+    pub(crate) async fn read_via(
+        &self,
+        method: &'static str,
+        servers: &[ServerRef],
+        query: Query,
+    ) -> Result<QueryResponse, Status> {
+        let started = Instant::now();
+        let result = self.read_inner(0, servers, query, false).await;
         self.metrics.observe(method, started, &result);
         result
     }
@@ -157,6 +214,7 @@ impl Backend {
     async fn read_inner(
         &self,
         request_bytes: usize,
+        servers: &[ServerRef],
         query: Query,
         serializable: bool,
     ) -> Result<QueryResponse, Status> {
@@ -165,7 +223,7 @@ impl Backend {
             self.node.local_query::<KvMachine>(&self.local, query).await
         } else {
             self.node
-                .consistent_query::<KvMachine>(&self.local, query)
+                .consistent_query::<KvMachine>(servers, query)
                 .await
         }
         .map_err(|error| self.call_failed(error))?;

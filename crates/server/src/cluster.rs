@@ -22,8 +22,11 @@ use crate::pb::etcdserverpb as pb;
 
 /// The etcd API version chorus speaks (reported by `Status`).
 pub const ETCD_API_VERSION: &str = "3.5.0";
-/// How often a promotion is checked while waiting for it.
+/// How often a promotion or removal is checked while waiting for it.
 const PROMOTION_POLL: Duration = Duration::from_millis(50);
+/// How long one look at the configuration may take while a removal
+/// settles.
+const REMOVAL_LOOK: Duration = Duration::from_millis(500);
 
 pub(crate) struct ClusterService {
     pub(crate) backend: Arc<Backend>,
@@ -35,12 +38,21 @@ fn kv_server(id: u64) -> ServerRef {
 }
 
 impl ClusterService {
-    async fn directory(&self, linearizable: bool) -> Result<Vec<MemberInfo>, Status> {
-        match self
-            .backend
-            .read("MemberList", 0, Query::Members, !linearizable)
-            .await?
-        {
+    async fn directory(
+        &self,
+        servers: &[ServerRef],
+        linearizable: bool,
+    ) -> Result<Vec<MemberInfo>, Status> {
+        let answer = if linearizable {
+            self.backend
+                .read_via("MemberList", servers, Query::Members)
+                .await?
+        } else {
+            self.backend
+                .read("MemberList", 0, Query::Members, true)
+                .await?
+        };
+        match answer {
             QueryResponse::Members(members) => Ok(members),
             _ => Err(Status::internal(
                 "chorus: unexpected answer to a member query",
@@ -51,13 +63,24 @@ impl ClusterService {
     /// Raft's members of the key-value cluster, with their directory
     /// entries, in id order.
     async fn members(&self, linearizable: bool) -> Result<Vec<pb::Member>, Status> {
+        self.members_via(std::slice::from_ref(&self.backend.local), linearizable)
+            .await
+    }
+
+    /// [`ClusterService::members`] asking `servers` (in order) rather
+    /// than this member's own server.
+    async fn members_via(
+        &self,
+        servers: &[ServerRef],
+        linearizable: bool,
+    ) -> Result<Vec<pb::Member>, Status> {
         let config = self
             .backend
             .node
-            .members(&self.backend.local)
+            .members(servers)
             .await
             .map_err(|error| self.backend.call_failed(error))?;
-        let directory = self.directory(linearizable).await?;
+        let directory = self.directory(servers, linearizable).await?;
         let mut members: Vec<pb::Member> = config
             .members
             .iter()
@@ -155,17 +178,49 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Reply<pb::MemberRemoveResponse>, Status> {
         let id = request.into_inner().id;
-        if !self.members(true).await?.iter().any(|m| m.id == id) {
+        let members = self.members(true).await?;
+        if !members.iter().any(|m| m.id == id) {
             return Err(Status::not_found(MEMBER_NOT_FOUND));
         }
+        // A member that leaves (this one, when a client removes the member
+        // it talks to) no longer reaches the cluster through its own
+        // server: the rest of the request goes through the members that
+        // stay, this one first if it stays.
+        let me = self.backend.member_id;
+        let mut staying: Vec<ServerRef> = members
+            .iter()
+            .filter(|m| m.id != id)
+            .map(|m| kv_server(m.id))
+            .collect();
+        staying.sort_by_key(|server| server.node.0 != me);
         self.backend
             .node
             .remove_member(&self.backend.local, &kv_server(id))
             .await
             .map_err(|error| self.backend.call_failed(error))?;
+        // The change is in the leader's log; go on once a leader that
+        // stays has it (a leader that removed itself steps down first,
+        // and what it appends meanwhile may be lost). Each look is short:
+        // a server that knows no leader holds requests until it learns
+        // one, and a removed leader never learns the next.
+        let deadline = tokio::time::Instant::now() + self.backend.timeout;
+        loop {
+            let look =
+                tokio::time::timeout(REMOVAL_LOOK, self.backend.node.members(&staying)).await;
+            if let Ok(Ok(config)) = look {
+                let gone = !config.members.iter().any(|(s, _)| s.node.0 == id);
+                if gone && config.leader.as_ref().is_some_and(|l| l.node.0 != id) {
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(crate::error::TIMEOUT));
+            }
+            tokio::time::sleep(PROMOTION_POLL).await;
+        }
         match self
             .backend
-            .write("MemberRemove", 0, Command::MemberRemove { id })
+            .write_via("MemberRemove", 0, &staying, Command::MemberRemove { id })
             .await?
         {
             Response::Members(_) => {}
@@ -177,7 +232,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         }
         Ok(Reply::new(pb::MemberRemoveResponse {
             header: self.header(),
-            members: self.members(true).await?,
+            members: self.members_via(&staying, true).await?,
         }))
     }
 

@@ -32,10 +32,12 @@ use crate::pb::etcdserverpb::watch_request::RequestUnion;
 const EVENTS_PER_PULL: usize = 1_000;
 /// Most responses queued for a slow client before the stream waits.
 const RESPONSE_QUEUE: usize = 128;
-/// etcd's id for progress responses that concern the whole stream.
-const STREAM_WATCH_ID: i64 = -1;
+/// etcd's `InvalidWatchID`: the id of responses that concern no one
+/// watcher (progress of the whole stream, a refused creation).
+const INVALID_WATCH_ID: i64 = -1;
 const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 
 pub(crate) struct WatchService {
     pub(crate) backend: Arc<Backend>,
@@ -128,7 +130,10 @@ impl StreamTask {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
-                self.watchers.remove(&cancel.watch_id);
+                // etcd answers only for a watcher the stream has.
+                if self.watchers.remove(&cancel.watch_id).is_none() {
+                    return Ok(());
+                }
                 let header = self.backend.header(self.revision().await?.0);
                 self.send(pb::WatchResponse {
                     header: Some(header),
@@ -164,25 +169,34 @@ impl StreamTask {
     async fn create(&mut self, create: pb::WatchCreateRequest) -> Result<(), Ended> {
         let (revision, compacted) = self.revision().await?;
         let header = self.backend.header(revision);
+        // A refused creation is answered as etcd does: created and
+        // canceled at once, under no watcher's id.
+        let refused = |reason: &str| pb::WatchResponse {
+            header: Some(header),
+            watch_id: INVALID_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.into(),
+            ..Default::default()
+        };
+        // A range end of "\0" means every key from `key` on.
+        let from_key = create.range_end.as_ref() == [0];
+        if !create.range_end.is_empty() && !from_key && create.key >= create.range_end {
+            return self.send(refused(EMPTY_RANGE)).await;
+        }
         let id = if create.watch_id != 0 {
             create.watch_id
         } else {
+            // Ids are never reused on a stream (etcd's nextID).
             while self.watchers.contains_key(&self.next_id) {
                 self.next_id += 1;
             }
-            self.next_id
+            let id = self.next_id;
+            self.next_id += 1;
+            id
         };
         if self.watchers.contains_key(&id) || id < 0 {
-            return self
-                .send(pb::WatchResponse {
-                    header: Some(header),
-                    watch_id: id,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: DUPLICATE_ID.into(),
-                    ..Default::default()
-                })
-                .await;
+            return self.send(refused(DUPLICATE_ID)).await;
         }
         self.send(pb::WatchResponse {
             header: Some(header),
@@ -290,7 +304,7 @@ impl StreamTask {
                     self.progress_requested = false;
                     self.send(pb::WatchResponse {
                         header: Some(self.backend.header(revision)),
-                        watch_id: STREAM_WATCH_ID,
+                        watch_id: INVALID_WATCH_ID,
                         ..Default::default()
                     })
                     .await?;

@@ -48,7 +48,10 @@ async fn local_starts_a_three_member_cluster_and_stops_it() {
         if names == ["node1", "node2", "node3"] {
             break;
         }
-        assert!(Instant::now() < deadline, "members never published names: {names:?}");
+        assert!(
+            Instant::now() < deadline,
+            "members never published names: {names:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Every member answers, and agrees on the value (linearizable reads).

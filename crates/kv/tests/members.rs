@@ -31,12 +31,19 @@ fn members_are_added_replaced_and_removed_without_touching_the_keyspace() {
     assert_eq!(directory(&h), vec![member(1, "a"), member(2, "b")]);
     // A member added by `member add` has no name until it publishes itself.
     let renamed = h.apply(Command::MemberPut(member(2, "b2"))).unwrap();
-    assert_eq!(renamed, Response::Members(vec![member(1, "a"), member(2, "b2")]));
+    assert_eq!(
+        renamed,
+        Response::Members(vec![member(1, "a"), member(2, "b2")])
+    );
     h.apply(Command::MemberRemove { id: 1 }).unwrap();
     assert_eq!(directory(&h), vec![member(2, "b2")]);
     // Removing an unknown member is not an error (a retried remove).
     h.apply(Command::MemberRemove { id: 9 }).unwrap();
-    assert_eq!(h.machine.revision(), revision, "directory changes take no revision");
+    assert_eq!(
+        h.machine.revision(),
+        revision,
+        "directory changes take no revision"
+    );
 }
 
 #[test]

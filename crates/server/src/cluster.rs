@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_kv::{Command, KvMachine, MemberInfo, Query, QueryResponse, Response};
-use chorus_node::ServerRef;
+use chorus_node::{CallError, Refusal, ServerRef};
 use chorus_raft::{Membership, NodeId};
 use tonic::{Request, Response as Reply, Status};
 
@@ -98,6 +98,70 @@ impl ClusterService {
             .collect();
         members.sort_by_key(|m| m.id);
         Ok(members)
+    }
+
+    /// Removes member `id` from the Raft configuration through `staying`.
+    /// A change whose outcome is unknown (leadership moved while it was
+    /// in flight) is checked and, if it did not take, retried.
+    async fn remove_from_raft(&self, id: u64, staying: &[ServerRef]) -> Result<(), Status> {
+        let backend = &self.backend;
+        let deadline = tokio::time::Instant::now() + backend.timeout;
+        loop {
+            let error = match backend.node.remove_member(staying, &kv_server(id)).await {
+                Ok(_) | Err(CallError::Refused(Refusal::NotMember(_))) => return Ok(()),
+                Err(error) => error,
+            };
+            let retry = matches!(
+                error,
+                CallError::LeadershipLost { .. }
+                    | CallError::NotLeader { .. }
+                    | CallError::Refused(
+                        Refusal::LeaderNotReady
+                            | Refusal::ConfigChangeInProgress
+                            | Refusal::TransferInProgress
+                    )
+            );
+            if !retry || tokio::time::Instant::now() >= deadline {
+                return Err(backend.call_failed(error));
+            }
+            tokio::time::sleep(PROMOTION_POLL).await;
+        }
+    }
+
+    /// If member `id` leads, moves leadership to another voter and waits
+    /// until `id` no longer leads.
+    async fn hand_off_leadership(&self, id: u64, members: &[pb::Member]) -> Result<(), Status> {
+        let backend = &self.backend;
+        let deadline = tokio::time::Instant::now() + backend.timeout;
+        loop {
+            let config = backend
+                .node
+                .members(&backend.local)
+                .await
+                .map_err(|error| backend.call_failed(error))?;
+            let Some(leader) = config.leader else {
+                return Err(Status::unavailable(crate::error::NO_LEADER));
+            };
+            if leader.node.0 != id {
+                return Ok(());
+            }
+            let Some(target) = members
+                .iter()
+                .find(|m| m.id != id && !m.is_learner)
+                .map(|m| kv_server(m.id))
+            else {
+                // The last voter cannot leave; Raft refuses the removal.
+                return Ok(());
+            };
+            match backend.node.transfer_leadership(&leader, &target).await {
+                Ok(_) | Err(CallError::Refused(Refusal::TransferInProgress)) => {}
+                Err(error) => return Err(backend.call_failed(error)),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(crate::error::TIMEOUT));
+            }
+            tokio::time::sleep(PROMOTION_POLL).await;
+        }
     }
 
     async fn put_member(&self, info: MemberInfo) -> Result<(), Status> {
@@ -193,11 +257,12 @@ impl pb::cluster_server::Cluster for ClusterService {
             .map(|m| kv_server(m.id))
             .collect();
         staying.sort_by_key(|server| server.node.0 != me);
-        self.backend
-            .node
-            .remove_member(&self.backend.local, &kv_server(id))
-            .await
-            .map_err(|error| self.backend.call_failed(error))?;
+        // Thesis §3.10: a leader that is to be removed hands leadership to
+        // a member that stays first, so the cluster never waits out an
+        // election timeout (or a quiesced follower's failure detector)
+        // for a leader that stepped down.
+        self.hand_off_leadership(id, &members).await?;
+        self.remove_from_raft(id, &staying).await?;
         // The change is in the leader's log; go on once a leader that
         // stays has it (a leader that removed itself steps down first,
         // and what it appends meanwhile may be lost). Each look is short:
@@ -218,16 +283,29 @@ impl pb::cluster_server::Cluster for ClusterService {
             }
             tokio::time::sleep(PROMOTION_POLL).await;
         }
-        match self
-            .backend
-            .write_via("MemberRemove", 0, &staying, Command::MemberRemove { id })
-            .await?
-        {
-            Response::Members(_) => {}
-            _ => {
-                return Err(Status::internal(
-                    "chorus: unexpected answer to a member update",
-                ))
+        // The directory update is idempotent: retried when leadership
+        // moved while it was in flight (the cluster just changed).
+        let deadline = tokio::time::Instant::now() + self.backend.timeout;
+        loop {
+            let command = Command::MemberRemove { id };
+            match self
+                .backend
+                .write_via("MemberRemove", 0, &staying, command)
+                .await
+            {
+                Ok(Response::Members(_)) => break,
+                Ok(_) => {
+                    return Err(Status::internal(
+                        "chorus: unexpected answer to a member update",
+                    ))
+                }
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(PROMOTION_POLL).await;
+                }
+                Err(status) => return Err(status),
             }
         }
         Ok(Reply::new(pb::MemberRemoveResponse {

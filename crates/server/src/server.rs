@@ -406,8 +406,12 @@ async fn background(backend: Arc<Backend>, config: ServeConfig) {
             if published {
                 progress.changed().await
             } else {
-                tokio::time::sleep(PUBLISH_RETRY).await;
-                Ok(())
+                // Not yet published: try again as soon as something
+                // changes (a leader is elected), or after a pause.
+                match tokio::time::timeout(PUBLISH_RETRY, progress.changed()).await {
+                    Ok(changed) => changed,
+                    Err(_) => Ok(()),
+                }
             }
         };
         if wait.await.is_err() {

@@ -899,3 +899,53 @@ async fn handshake_refuses_a_foreign_cluster() {
         assert_eq!(node.overview().await.transport.connections_opened, 0);
     }
 }
+
+/// A leader removed from its cluster steps down once the removal commits;
+/// the members that stay elect a new leader within a few election
+/// timeouts, even though the removed leader's node stays up (no failure
+/// detector fires) and the cluster may have quiesced before the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_leaves_a_cluster_that_elects_another() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = nodes(3, dir.path(), StorageMode::Memory).await;
+        let servers = members(&format!("rm{round}"), &[1, 2, 3]);
+        start(&nodes[0], &format!("rm{round}"), &servers).await;
+        put(&nodes[0], &servers, "k", 1).await;
+        // Let the cluster go idle (and quiesce) first on some rounds.
+        if round % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        let leader = leader_of(&nodes[0], &servers).await;
+        change_membership("remove the leader", || {
+            host(&nodes, &leader).remove_member(&servers, &leader)
+        })
+        .await;
+        let staying: Vec<ServerRef> = servers.iter().filter(|s| **s != leader).cloned().collect();
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_secs(10);
+        loop {
+            let members = tokio::time::timeout(
+                Duration::from_millis(300),
+                host(&nodes, &staying[0]).members(&staying),
+            )
+            .await;
+            if let Ok(Ok(members)) = members {
+                if members.leader.as_ref().is_some_and(|l| *l != leader)
+                    && !members.members.iter().any(|(s, _)| *s == leader)
+                {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: no new leader 10 s after removing {leader}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!("round {round}: new leader after {:?}", started.elapsed());
+        for node in &nodes {
+            node.shutdown().await.unwrap();
+        }
+    }
+}

@@ -587,11 +587,7 @@ impl Node {
             member: member.clone(),
             membership,
         };
-        let (response, leader) = self
-            .inner
-            .leader_call(&cluster.targets(), request, self.default_timeout())
-            .await?;
-        self.inner.appended(response, leader).await
+        self.membership_change(cluster, request).await
     }
 
     /// ra's `remove_member`: returns once the change is in the leader's log.
@@ -603,11 +599,7 @@ impl Node {
         let request = ServerRequest::RemoveMember {
             member: member.id(),
         };
-        let (response, leader) = self
-            .inner
-            .leader_call(&cluster.targets(), request, self.default_timeout())
-            .await?;
-        self.inner.appended(response, leader).await
+        self.membership_change(cluster, request).await
     }
 
     /// Make a non-voting member a voter once it has caught up with the
@@ -622,6 +614,16 @@ impl Node {
         let request = ServerRequest::PromoteMember {
             member: member.id(),
         };
+        self.membership_change(cluster, request).await
+    }
+
+    /// Sends a membership change to the cluster's leader; answers once it
+    /// is in the leader's log, durably.
+    async fn membership_change(
+        &self,
+        cluster: &(impl Targets + ?Sized),
+        request: ServerRequest,
+    ) -> Result<Appended, CallError> {
         let (response, leader) = self
             .inner
             .leader_call(&cluster.targets(), request, self.default_timeout())

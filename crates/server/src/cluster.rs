@@ -100,6 +100,63 @@ impl ClusterService {
         Ok(members)
     }
 
+    /// Waits until a leader other than `id` has a configuration without
+    /// it. Each look is short: a server that knows no leader holds
+    /// requests until it learns one, and a removed leader never learns
+    /// the next.
+    async fn wait_for_leader_without(
+        &self,
+        id: u64,
+        staying: &[ServerRef],
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Status> {
+        loop {
+            let look = tokio::time::timeout(REMOVAL_LOOK, self.backend.node.members(staying)).await;
+            if let Ok(Ok(config)) = look {
+                let gone = !config.members.iter().any(|(s, _)| s.node.0 == id);
+                if gone && config.leader.as_ref().is_some_and(|l| l.node.0 != id) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(crate::error::TIMEOUT));
+            }
+            tokio::time::sleep(PROMOTION_POLL).await;
+        }
+    }
+
+    /// Drops member `id` from the directory through `staying`; idempotent,
+    /// so retried when leadership moved while it was in flight.
+    async fn remove_from_directory(
+        &self,
+        id: u64,
+        staying: &[ServerRef],
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Status> {
+        loop {
+            let command = Command::MemberRemove { id };
+            match self
+                .backend
+                .write_via("MemberRemove", 0, staying, command)
+                .await
+            {
+                Ok(Response::Members(_)) => return Ok(()),
+                Ok(_) => {
+                    return Err(Status::internal(
+                        "chorus: unexpected answer to a member update",
+                    ))
+                }
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(PROMOTION_POLL).await;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+
     /// Removes member `id` from the Raft configuration through `staying`.
     /// A change whose outcome is unknown (leadership moved while it was
     /// in flight) is checked and, if it did not take, retried.
@@ -262,56 +319,27 @@ impl pb::cluster_server::Cluster for ClusterService {
         // election timeout (or a quiesced follower's failure detector)
         // for a leader that stepped down.
         self.hand_off_leadership(id, &members).await?;
-        self.remove_from_raft(id, &staying).await?;
-        // The change is in the leader's log; go on once a leader that
-        // stays has it (a leader that removed itself steps down first,
-        // and what it appends meanwhile may be lost). Each look is short:
-        // a server that knows no leader holds requests until it learns
-        // one, and a removed leader never learns the next.
+        // A change in the leader's log is not yet committed: if leadership
+        // moves before it commits it can be lost. Like etcd, answer only
+        // once it holds: after the directory update (a later write) has
+        // committed, the configuration must still be without the member;
+        // else the removal was lost and is made again.
         let deadline = tokio::time::Instant::now() + self.backend.timeout;
         loop {
-            let look =
-                tokio::time::timeout(REMOVAL_LOOK, self.backend.node.members(&staying)).await;
-            if let Ok(Ok(config)) = look {
-                let gone = !config.members.iter().any(|(s, _)| s.node.0 == id);
-                if gone && config.leader.as_ref().is_some_and(|l| l.node.0 != id) {
-                    break;
-                }
+            self.remove_from_raft(id, &staying).await?;
+            self.wait_for_leader_without(id, &staying, deadline).await?;
+            self.remove_from_directory(id, &staying, deadline).await?;
+            let members = self.members_via(&staying, true).await?;
+            if !members.iter().any(|m| m.id == id) {
+                return Ok(Reply::new(pb::MemberRemoveResponse {
+                    header: self.header(),
+                    members,
+                }));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Status::unavailable(crate::error::TIMEOUT));
             }
-            tokio::time::sleep(PROMOTION_POLL).await;
         }
-        // The directory update is idempotent: retried when leadership
-        // moved while it was in flight (the cluster just changed).
-        let deadline = tokio::time::Instant::now() + self.backend.timeout;
-        loop {
-            let command = Command::MemberRemove { id };
-            match self
-                .backend
-                .write_via("MemberRemove", 0, &staying, command)
-                .await
-            {
-                Ok(Response::Members(_)) => break,
-                Ok(_) => {
-                    return Err(Status::internal(
-                        "chorus: unexpected answer to a member update",
-                    ))
-                }
-                Err(status)
-                    if status.code() == tonic::Code::Unavailable
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(PROMOTION_POLL).await;
-                }
-                Err(status) => return Err(status),
-            }
-        }
-        Ok(Reply::new(pb::MemberRemoveResponse {
-            header: self.header(),
-            members: self.members_via(&staying, true).await?,
-        }))
     }
 
     async fn member_update(

@@ -904,6 +904,13 @@ impl Node {
         Ok(shared.progress.subscribe())
     }
 
+    /// The node's clock (milliseconds since the Unix epoch, never going
+    /// back): the time the node gives its Raft cores, so the time machines
+    /// see in `ApplyMeta::time_ms` on the entries this node leads.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
     /// The shared log's counters, with the WAL write-and-sync latency
     /// histogram (for metrics).
     pub fn log_stats(&self) -> chorus_log::LogStats {

@@ -16,7 +16,8 @@ use tonic::{Request, Response as Reply, Status};
 use crate::backend::{Backend, KV_SERVER};
 use crate::config::{member_id, parse_url};
 use crate::error::{
-    BAD_LEADER_TRANSFEREE, MEMBER_EXISTS, MEMBER_NOT_FOUND, MEMBER_NOT_LEARNER, PEER_URL_EXISTS,
+    unexpected_answer, BAD_LEADER_TRANSFEREE, MEMBER_EXISTS, MEMBER_NOT_FOUND, MEMBER_NOT_LEARNER,
+    PEER_URL_EXISTS,
 };
 use crate::pb::etcdserverpb as pb;
 
@@ -54,9 +55,7 @@ impl ClusterService {
         };
         match answer {
             QueryResponse::Members(members) => Ok(members),
-            _ => Err(Status::internal(
-                "chorus: unexpected answer to a member query",
-            )),
+            _ => Err(unexpected_answer()),
         }
     }
 
@@ -141,11 +140,7 @@ impl ClusterService {
                 .await
             {
                 Ok(Response::Members(_)) => return Ok(()),
-                Ok(_) => {
-                    return Err(Status::internal(
-                        "chorus: unexpected answer to a member update",
-                    ))
-                }
+                Ok(_) => return Err(unexpected_answer()),
                 Err(status)
                     if status.code() == tonic::Code::Unavailable
                         && tokio::time::Instant::now() < deadline =>
@@ -228,9 +223,7 @@ impl ClusterService {
             .await?
         {
             Response::Members(_) => Ok(()),
-            _ => Err(Status::internal(
-                "chorus: unexpected answer to a member update",
-            )),
+            _ => Err(unexpected_answer()),
         }
     }
 
@@ -246,13 +239,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Reply<pb::MemberAddResponse>, Status> {
         let request = request.into_inner();
-        let Some(first) = request.peer_ur_ls.first() else {
-            return Err(Status::invalid_argument(
-                "etcdserver: member peer URLs are not given",
-            ));
-        };
-        let address =
-            parse_url(first).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let address = peer_address(&request.peer_ur_ls)?;
         let existing = self.members(true).await?;
         if existing.iter().any(|m| {
             m.peer_ur_ls
@@ -347,13 +334,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Reply<pb::MemberUpdateResponse>, Status> {
         let request = request.into_inner();
-        let Some(first) = request.peer_ur_ls.first() else {
-            return Err(Status::invalid_argument(
-                "etcdserver: member peer URLs are not given",
-            ));
-        };
-        let address =
-            parse_url(first).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let address = peer_address(&request.peer_ur_ls)?;
         let members = self.members(true).await?;
         let Some(member) = members.iter().find(|m| m.id == request.id) else {
             return Err(Status::not_found(MEMBER_NOT_FOUND));
@@ -530,6 +511,16 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             header: Some(backend.header(0)),
         }))
     }
+}
+
+/// Where a member's peers reach it: the first of its peer URLs.
+fn peer_address(peer_urls: &[String]) -> Result<std::net::SocketAddr, Status> {
+    let Some(first) = peer_urls.first() else {
+        return Err(Status::invalid_argument(
+            "etcdserver: member peer URLs are not given",
+        ));
+    };
+    parse_url(first).map_err(|error| Status::invalid_argument(error.to_string()))
 }
 
 /// Bytes in the data directory's files (etcd's `dbSize`).

@@ -41,6 +41,12 @@ pub(crate) const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
 pub(crate) const MEMBER_NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
 pub(crate) const BAD_LEADER_TRANSFEREE: &str = "etcdserver: bad leader transferee";
 
+/// The machine answered a request with a response of another kind: a
+/// bug, reported as INTERNAL rather than a panic.
+pub(crate) fn unexpected_answer() -> Status {
+    Status::internal("chorus: the key-value machine answered with the wrong kind of response")
+}
+
 /// A machine error as etcd's gRPC layer reports it.
 pub(crate) fn kv_status(error: &KvError) -> Status {
     let code = match error {

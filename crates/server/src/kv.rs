@@ -8,13 +8,10 @@ use tonic::{Request, Response as Reply, Status};
 
 use crate::backend::Backend;
 use crate::convert;
+use crate::error::unexpected_answer;
 use crate::pb::etcdserverpb as pb;
 
 pub(crate) struct KvService(pub(crate) Arc<Backend>);
-
-fn unexpected() -> Status {
-    Status::internal("chorus: the key-value machine answered with the wrong kind of response")
-}
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
@@ -34,7 +31,7 @@ impl pb::kv_server::Kv for KvService {
                 let header = self.0.header(response.header.revision);
                 Ok(Reply::new(convert::range_response(response, header)))
             }
-            _ => Err(unexpected()),
+            _ => Err(unexpected_answer()),
         }
     }
 
@@ -50,7 +47,7 @@ impl pb::kv_server::Kv for KvService {
                 let header = self.0.header(response.header.revision);
                 Ok(Reply::new(convert::put_response(response, header)))
             }
-            _ => Err(unexpected()),
+            _ => Err(unexpected_answer()),
         }
     }
 
@@ -66,7 +63,7 @@ impl pb::kv_server::Kv for KvService {
                 let header = self.0.header(response.header.revision);
                 Ok(Reply::new(convert::delete_response(response, header)))
             }
-            _ => Err(unexpected()),
+            _ => Err(unexpected_answer()),
         }
     }
 
@@ -84,12 +81,12 @@ impl pb::kv_server::Kv for KvService {
         let response = if txn.is_read_only() {
             match self.0.read("Txn", size, Query::Txn(txn), false).await? {
                 QueryResponse::Txn(response) => response,
-                _ => return Err(unexpected()),
+                _ => return Err(unexpected_answer()),
             }
         } else {
             match self.0.write("Txn", size, Command::Txn(txn)).await? {
                 Response::Txn(response) => response,
-                _ => return Err(unexpected()),
+                _ => return Err(unexpected_answer()),
             }
         };
         let header = self.0.header(response.header.revision);
@@ -109,7 +106,7 @@ impl pb::kv_server::Kv for KvService {
             Response::Compact(response) => Ok(Reply::new(pb::CompactionResponse {
                 header: Some(self.0.header(response.header.revision)),
             })),
-            _ => Err(unexpected()),
+            _ => Err(unexpected_answer()),
         }
     }
 }

@@ -17,14 +17,10 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response as Reply, Status, Streaming};
 
 use crate::backend::Backend;
-use crate::error::kv_status;
+use crate::error::{kv_status, unexpected_answer};
 use crate::pb::etcdserverpb as pb;
 
 pub(crate) struct LeaseService(pub(crate) Arc<Backend>);
-
-fn unexpected() -> Status {
-    Status::internal("chorus: the key-value machine answered with the wrong kind of response")
-}
 
 /// Most keep-alive answers queued for a slow client.
 const KEEP_ALIVE_QUEUE: usize = 64;
@@ -43,7 +39,7 @@ impl LeaseService {
                 id,
                 ttl: response.ttl,
             }),
-            Ok(_) => Err(unexpected()),
+            Ok(_) => Err(unexpected_answer()),
             Err(KvError::LeaseNotFound) => Ok(pb::LeaseKeepAliveResponse {
                 header: Some(backend.header(0)),
                 id,
@@ -73,7 +69,7 @@ impl pb::lease_server::Lease for LeaseService {
                 ttl: response.ttl,
                 error: String::new(),
             })),
-            _ => Err(unexpected()),
+            _ => Err(unexpected_answer()),
         }
     }
 
@@ -88,7 +84,7 @@ impl pb::lease_server::Lease for LeaseService {
             Response::LeaseRevoke(response) => Ok(Reply::new(pb::LeaseRevokeResponse {
                 header: Some(self.0.header(response.header.revision)),
             })),
-            _ => Err(unexpected()),
+            _ => Err(unexpected_answer()),
         }
     }
 
@@ -129,7 +125,7 @@ impl pb::lease_server::Lease for LeaseService {
                 id: request.id,
                 keys: request.keys,
             },
-            now_ms: now_ms(),
+            now_ms: self.0.node.now_ms(),
         };
         match self.0.read("LeaseTimeToLive", size, query, false).await? {
             QueryResponse::LeaseTimeToLive(response) => {
@@ -141,7 +137,7 @@ impl pb::lease_server::Lease for LeaseService {
                     keys: response.keys,
                 }))
             }
-            _ => Err(unexpected()),
+            _ => Err(unexpected_answer()),
         }
     }
 
@@ -162,17 +158,7 @@ impl pb::lease_server::Lease for LeaseService {
                     .map(|id| pb::LeaseStatus { id })
                     .collect(),
             })),
-            _ => Err(unexpected()),
+            _ => Err(unexpected_answer()),
         }
     }
-}
-
-/// Wall-clock milliseconds, as chorus-node's clock gives the core (the
-/// lease machine counts remaining time on the serving node's clock).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
 }

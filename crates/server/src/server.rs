@@ -177,17 +177,7 @@ impl Server {
         for url in &config.listen_metrics_urls {
             let listener = bind(url).await?;
             let routes = tonic::service::Routes::from(http_routes(Arc::clone(&backend)));
-            let backend = Arc::clone(&backend);
-            listeners.push(tokio::spawn(async move {
-                tonic::transport::Server::builder()
-                    .accept_http1(true)
-                    .add_routes(routes)
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
-                        backend.stopped(),
-                    )
-                    .await
-            }));
+            listeners.push(tokio::spawn(serve(Arc::clone(&backend), routes, listener)));
         }
         let background = tokio::spawn(background(Arc::clone(&backend), config.clone()));
         tracing::info!(
@@ -290,6 +280,16 @@ async fn serve_grpc(
         .add_service(
             AdminServer::new(AdminService(Arc::clone(&backend))).max_decoding_message_size(limit),
         );
+    serve(backend, routes, listener).await
+}
+
+/// Serves `routes` (gRPC over HTTP/2, and HTTP/1.1 for the plain HTTP
+/// endpoints) on `listener` until the server stops.
+async fn serve(
+    backend: Arc<Backend>,
+    routes: tonic::service::Routes,
+    listener: TcpListener,
+) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes)

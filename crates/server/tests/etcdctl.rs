@@ -2,10 +2,13 @@
 //! installs it) against a `chorus serve` process: the claim that etcd's
 //! own tool works against chorus unchanged, checked on its output.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::free_port;
 
 /// Kills the server if the test fails half-way.
 struct ServerProcess(Child);
@@ -15,13 +18,6 @@ impl Drop for ServerProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
 }
 
 fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {

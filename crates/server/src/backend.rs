@@ -15,12 +15,7 @@ use crate::error::{call_status, kv_status, REQUEST_TOO_LARGE, STOPPED, TOO_MANY_
 use crate::metrics::Metrics;
 use crate::pb::etcdserverpb::ResponseHeader;
 
-/// The name of the key-value server on every member.
-pub const KV_SERVER: &str = "kv";
-/// The Raft cluster the key-value servers form.
-pub const KV_CLUSTER: &str = "chorus-kv";
-/// The registered machine kind.
-pub const KV_MACHINE: &str = "chorus-kv";
+pub use chorus_backend::{KV_CLUSTER, KV_MACHINE, KV_SERVER};
 
 /// etcd refuses new requests while the applied index trails the commit
 /// index by more than this (its `maxGapBetweenApplyAndCommitIndex`).

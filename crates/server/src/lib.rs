@@ -35,15 +35,4 @@ pub use server::Server;
 
 /// The generated protobuf messages and gRPC stubs (clients included, for
 /// embedding and tools).
-pub mod pb {
-    #![allow(clippy::all, missing_docs)]
-    pub mod mvccpb {
-        tonic::include_proto!("mvccpb");
-    }
-    pub mod etcdserverpb {
-        tonic::include_proto!("etcdserverpb");
-    }
-    pub mod admin {
-        tonic::include_proto!("chorus.admin.v1");
-    }
-}
+pub use chorus_proto as pb;

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use axum::routing::get;
 use bytes::Bytes;
+use chorus_backend::{open_kv_server, KvServerOpened};
 use chorus_kv::{Command, KvConfig, KvMachine, MemberInfo, Query, QueryResponse};
-use chorus_node::{Node, NodeConfig, ServerRef, StartError};
+use chorus_node::{Node, NodeConfig, ServerRef};
 use chorus_raft::NodeId;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::AdminService;
-use crate::backend::{Backend, KV_CLUSTER, KV_MACHINE, KV_SERVER};
+use crate::backend::{Backend, KV_CLUSTER, KV_SERVER};
 use crate::cluster::{ClusterService, MaintenanceService};
 use crate::config::{parse_url, ClusterState, ServeConfig};
 use crate::error::ServeError;
@@ -105,45 +106,27 @@ impl Server {
         node_config.default_timeout_ms = 5_000 + 2 * config.election_timeout;
         let timeout = Duration::from_millis(node_config.default_timeout_ms);
         let node = Node::start(node_config).await?;
-        node.register_machine(KV_MACHINE, |bytes: &[u8]| {
-            let kv_config: KvConfig = postcard::from_bytes(bytes)
-                .map_err(|error| format!("kv machine config: {error}"))?;
-            match kv_config.problem() {
-                Some(problem) => Err(problem.to_string()),
-                None => Ok(KvMachine::new(kv_config)),
-            }
-        });
+        chorus_backend::register_kv_machine(&node);
         let local = ServerRef::new(KV_SERVER, me);
-        match node.restart_server(&local).await {
-            Ok(()) => {
+        let kv_config = KvConfig {
+            release_cursor_every_entries: config.snapshot_count,
+            txn_ops_max: config.max_txn_ops,
+            ..KvConfig::default()
+        };
+        let initial: Vec<ServerRef> = match config.initial_cluster_state {
+            ClusterState::New => members
+                .iter()
+                .map(|m| ServerRef::new(KV_SERVER, m.id))
+                .collect(),
+            ClusterState::Existing => Vec::new(),
+        };
+        match open_kv_server(&node, KV_CLUSTER, &local, &kv_config, &initial).await? {
+            KvServerOpened::Restarted => {
                 tracing::info!(member = %format!("{:x}", me.0), "restarted from {}", config.data_dir.display())
             }
-            Err(StartError::NotFound(_)) => {
-                let kv_config = KvConfig {
-                    release_cursor_every_entries: config.snapshot_count,
-                    txn_ops_max: config.max_txn_ops,
-                    ..KvConfig::default()
-                };
-                let machine_config = postcard::to_allocvec(&kv_config)
-                    .map_err(|error| ServeError::Config(error.to_string()))?;
-                let initial: Vec<ServerRef> = match config.initial_cluster_state {
-                    ClusterState::New => members
-                        .iter()
-                        .map(|m| ServerRef::new(KV_SERVER, m.id))
-                        .collect(),
-                    ClusterState::Existing => Vec::new(),
-                };
-                node.start_server(
-                    KV_CLUSTER,
-                    &local,
-                    KV_MACHINE,
-                    Bytes::from(machine_config),
-                    &initial,
-                )
-                .await?;
+            KvServerOpened::Created => {
                 tracing::info!(member = %format!("{:x}", me.0), state = ?config.initial_cluster_state, "created a new member");
             }
-            Err(error) => return Err(error.into()),
         }
         let progress = node.progress(&local)?;
         let (stop, stopping) = watch::channel(false);
@@ -194,6 +177,18 @@ impl Server {
             listeners,
             background,
         })
+    }
+
+    /// This member's key-value store as a
+    /// [`KvBackend`](chorus_backend::KvBackend), for what runs inside the
+    /// server (durable servers, sessions): requests go through this
+    /// member's key-value server to the leader, as gRPC requests do.
+    pub fn kv(&self) -> chorus_backend::EmbeddedKv {
+        chorus_backend::EmbeddedKv::attach(
+            self.node.clone(),
+            self.backend.local.clone(),
+            self.backend.timeout,
+        )
     }
 
     /// Where clients reach this member (the bound addresses: a port 0 in

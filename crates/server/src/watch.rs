@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chorus_backend::Pulled;
 use chorus_kv::{EventBatch, EventKind, KeyRange, KvError, KvMachine};
 use futures_util::Stream;
 use tokio::sync::mpsc;
@@ -27,9 +28,6 @@ use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 
-/// Most events one watcher takes from one pull; a watcher further behind
-/// is served by the next pull, which follows at once.
-const EVENTS_PER_PULL: usize = 1_000;
 /// Most responses queued for a slow client before the stream waits.
 const RESPONSE_QUEUE: usize = 128;
 /// etcd's `InvalidWatchID`: the id of responses that concern no one
@@ -258,30 +256,14 @@ impl StreamTask {
             if wants.is_empty() && !self.progress_requested {
                 return Ok(());
             }
-            let answer = self
-                .backend
-                .node
-                .local_query_with::<KvMachine, _, _>(&self.backend.local, move |machine| {
-                    let revision = machine.revision();
-                    let batches: Vec<(i64, Result<EventBatch, KvError>)> = wants
-                        .into_iter()
-                        .map(|(id, range, from)| {
-                            let batch = if from > revision {
-                                Ok(EventBatch {
-                                    events: Vec::new(),
-                                    next_revision: from,
-                                })
-                            } else {
-                                machine.events(from, &range, EVENTS_PER_PULL)
-                            };
-                            (id, batch)
-                        })
-                        .collect();
-                    (revision, machine.compact_revision(), batches)
-                })
-                .await;
-            let (revision, compacted, batches) = match answer {
-                Ok(reply) => reply.reply,
+            let answer =
+                chorus_backend::pull_events(&self.backend.node, &self.backend.local, wants).await;
+            let Pulled {
+                revision,
+                compact_revision: compacted,
+                batches,
+            } = match answer {
+                Ok(pulled) => pulled,
                 Err(error) => return Err(self.fail(self.backend.call_failed(error)).await),
             };
             let mut behind = false;

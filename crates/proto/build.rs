@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/api/mvccpb/kv.proto",
         "proto/etcd/api/etcdserverpb/rpc.proto",
         "proto/chorus/admin/v1/admin.proto",
+        "proto/chorus/sessions/v1/sessions.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -12,6 +12,8 @@
 //!   message, field and service names and numbers, so every etcd client
 //!   speaks to chorus and chorus speaks to etcd.
 //! * [`admin`]: chorus's own administration service (`chorus.admin.v1`).
+//! * [`sessions`]: client sessions, connections and cluster state
+//!   documents (`chorus.sessions.v1`, crate chorus-sessions).
 #![allow(clippy::all, missing_docs)]
 
 pub mod mvccpb {
@@ -22,4 +24,7 @@ pub mod etcdserverpb {
 }
 pub mod admin {
     tonic::include_proto!("chorus.admin.v1");
+}
+pub mod sessions {
+    tonic::include_proto!("chorus.sessions.v1");
 }

@@ -25,6 +25,7 @@ mod kv;
 mod lease;
 mod metrics;
 mod server;
+mod sessions;
 mod watch;
 
 pub use backend::{KV_CLUSTER, KV_MACHINE, KV_SERVER};

@@ -1,4 +1,4 @@
-//! The `chorus` binary: `serve` (the default), `local`, `status`.
+//! The `chorus` binary: `serve` (the default), `local`, `status`, `sessions`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode};
@@ -10,6 +10,8 @@ use chorus_server::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use chorus_server::pb::etcdserverpb::{MemberListRequest, StatusRequest};
 use chorus_server::{ClusterState, ServeConfig, Server};
 use clap::{Args, Parser, Subcommand};
+
+mod sessions_cli;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +34,9 @@ enum Commands {
     Local(LocalArgs),
     /// Print every member's role, term and indexes.
     Status(StatusArgs),
+    /// Client sessions, their connections and cluster state documents
+    /// (the chorus.sessions.v1 service).
+    Sessions(sessions_cli::SessionsArgs),
 }
 
 impl Default for Commands {
@@ -188,6 +193,7 @@ fn main() -> ExitCode {
         Commands::Serve(args) => args.config().and_then(serve),
         Commands::Local(args) => local(args),
         Commands::Status(args) => status(args),
+        Commands::Sessions(args) => sessions_cli::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -163,6 +163,7 @@ impl Server {
             listeners.push(tokio::spawn(serve(Arc::clone(&backend), routes, listener)));
         }
         let background = tokio::spawn(background(Arc::clone(&backend), config.clone()));
+        crate::sessions::start_cleaner(&backend, &config.name);
         tracing::info!(
             name = %config.name,
             member = %format!("{:x}", me.0),
@@ -274,7 +275,8 @@ async fn serve_grpc(
         )
         .add_service(
             AdminServer::new(AdminService(Arc::clone(&backend))).max_decoding_message_size(limit),
-        );
+        )
+        .add_service(crate::sessions::service(&backend, limit));
     serve(backend, routes, listener).await
 }
 
@@ -296,6 +298,7 @@ async fn serve(
 /// linearizable read fails) and `/metrics` (Prometheus text).
 fn http_routes(backend: Arc<Backend>) -> axum::Router {
     let health_backend = Arc::clone(&backend);
+    let sessions_routes = crate::sessions::routes(&backend);
     axum::Router::new()
         .route(
             "/health",
@@ -321,6 +324,7 @@ fn http_routes(backend: Arc<Backend>) -> axum::Router {
                 }
             }),
         )
+        .merge(sessions_routes)
 }
 
 async fn health(backend: &Backend) -> (axum::http::StatusCode, String) {

@@ -9,6 +9,7 @@ tables in the docs are always the benchmarks' own output.
 
     python3 scripts/bench-docs.py                 # every benchmark
     python3 scripts/bench-docs.py raft-core log   # some of them
+    python3 scripts/bench-docs.py peers           # chorus against etcd (~20 min)
 """
 
 import pathlib
@@ -23,6 +24,10 @@ BENCHES = {
     "log": ["cargo", "bench", "-p", "chorus-log", "--bench", "log", "--", "--seconds", "10", "--recovery-mib", "1024"],
     "membership": ["cargo", "bench", "-p", "chorus-membership", "--bench", "convergence"],
     "node": ["cargo", "run", "--release", "-p", "chorus-bench", "--bin", "node-bench"],
+    # chorus against etcd: peers-bench runs the chorus binary beside it, so
+    # that is built first.
+    "peers": ["sh", "-c", "cargo build --release -p chorus-server && exec cargo run --release -p chorus-bench --bin peers-bench"],
+    "durable": ["cargo", "bench", "-p", "chorus-durable", "--bench", "durable"],
 }
 BLOCK = re.compile(r"<!-- ([a-z0-9-]+):begin -->\n.*?<!-- \1:end -->", re.S)
 

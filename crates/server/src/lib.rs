@@ -20,6 +20,7 @@ mod backend;
 mod cluster;
 pub mod config;
 mod convert;
+mod durable;
 mod error;
 mod kv;
 mod lease;

@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::admin::AdminService;
 use crate::backend::{Backend, KV_CLUSTER, KV_SERVER};
@@ -287,10 +288,19 @@ async fn serve(
     routes: tonic::service::Routes,
     listener: TcpListener,
 ) -> Result<(), tonic::transport::Error> {
+    // Small writes (a watch event, a unary reply) go out at once: with
+    // Nagle's algorithm they wait for the client's delayed ACK (40 ms on
+    // Linux). tonic sets TCP_NODELAY only on sockets it accepts itself.
+    let incoming = TcpListenerStream::new(listener).map(|connection| {
+        if let Ok(stream) = &connection {
+            let _ = stream.set_nodelay(true);
+        }
+        connection
+    });
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), backend.stopped())
+        .serve_with_incoming_shutdown(incoming, backend.stopped())
         .await
 }
 
@@ -299,6 +309,7 @@ async fn serve(
 fn http_routes(backend: Arc<Backend>) -> axum::Router {
     let health_backend = Arc::clone(&backend);
     let sessions_routes = crate::sessions::routes(&backend);
+    let durable_backend = Arc::clone(&backend);
     axum::Router::new()
         .route(
             "/health",
@@ -325,6 +336,7 @@ fn http_routes(backend: Arc<Backend>) -> axum::Router {
             }),
         )
         .merge(sessions_routes)
+        .merge(crate::durable::routes(&durable_backend))
 }
 
 async fn health(backend: &Backend) -> (axum::http::StatusCode, String) {

@@ -107,11 +107,13 @@ enum StateCommand {
         #[arg(long, default_value = "")]
         id: String,
     },
+    /// Store a document (default id: cluster_state), replacing it.
     Save {
         value: String,
         #[arg(long, default_value = "")]
         id: String,
     },
+    /// Delete a document (default id: cluster_state).
     Clear {
         #[arg(long, default_value = "")]
         id: String,

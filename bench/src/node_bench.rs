@@ -75,7 +75,7 @@ impl Machine for Sink {
     fn apply(&mut self, _: &ApplyMeta, command: Bytes, effects: &mut Effects<Self>) -> u64 {
         self.applied += 1;
         self.bytes += command.len() as u64;
-        if self.applied % 4_096 == 0 {
+        if self.applied.is_multiple_of(4_096) {
             effects.release_cursor();
         }
         self.applied

@@ -734,9 +734,20 @@ impl<M: Machine> Raft<M> {
         if self.terminated || self.log.applied < index {
             return;
         }
-        let everyone_has_it =
-            self.role != Role::Leader || self.progress.values().all(|p| p.match_index >= index);
+        let leader = self.role == Role::Leader;
+        let everyone_has_it = !leader || self.progress.values().all(|p| p.match_index >= index);
         if everyone_has_it {
+            if leader {
+                // A follower may hold the entry without knowing it is
+                // committed (the commit advanced on another member's
+                // acknowledgement, and only that member was told): tell
+                // every one before stopping, or it would wait for good on
+                // a leader that is gone.
+                let peers: Vec<ServerId> = self.progress.keys().copied().collect();
+                for peer in peers {
+                    self.tell_commit(peer);
+                }
+            }
             self.terminated = true;
             self.actions.push(Action::EndOfLife);
         }

@@ -695,31 +695,8 @@ impl<S: DurableServer, B: KvBackend> Consumer<S, B> {
             })
             .await
             .unwrap_or_else(|error| Err(format!("handle_locked task: {error}")));
-            let outcome: Outcome2<S> = match outcome {
-                Ok(Outcome::Lock { state }) => Outcome2::Reply {
-                    reply: Some(Err(())),
-                    state,
-                    actions: Vec::new(),
-                },
-                Ok(Outcome::Reply {
-                    reply,
-                    state,
-                    actions,
-                }) => Outcome2::Reply {
-                    reply: Some(Ok(reply)),
-                    state,
-                    actions,
-                },
-                Ok(Outcome::NoReply { state, actions }) => Outcome2::NoReply { state, actions },
-                Ok(Outcome::Stop {
-                    reason,
-                    reply,
-                    state,
-                }) => Outcome2::Stop {
-                    reason,
-                    reply: reply.map(Ok),
-                    state,
-                },
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
                 Err(reason) => {
                     tracing::warn!(seq, %reason, "handle_locked failed; the message is requeued");
                     let lock = KeyValue {
@@ -738,7 +715,7 @@ impl<S: DurableServer, B: KvBackend> Consumer<S, B> {
                     return Ok(Processed::Reread);
                 }
             };
-            let (state, reply, actions, exit) = settle_locked::<S>(outcome, item.kind)?;
+            let (state, reply, actions, exit) = settle(outcome, item.kind)?;
             let state = encode_user("the state", &state)?;
             let mut success = vec![
                 ops::put(keys.state(), encode(&Record::State(state.clone()))?),
@@ -828,73 +805,15 @@ fn settle<S: DurableServer>(outcome: Outcome<S>, kind: ItemKind) -> Result<Settl
             };
             (state, reply, Vec::new(), Some(reason))
         }
-        Outcome::Lock { .. } => unreachable!("a lock outcome is committed by process"),
-    })
-}
-
-/// `handle_locked`'s outcome; a reply of `Some(Err(()))` stands for a
-/// refused `Lock` (the caller gets `Error::Handler`).
-enum LockedOutcome<S: DurableServer> {
-    Reply {
-        reply: Option<Result<S::Reply, ()>>,
-        state: S::State,
-        actions: Vec<Action>,
-    },
-    NoReply {
-        state: S::State,
-        actions: Vec<Action>,
-    },
-    Stop {
-        reason: String,
-        reply: Option<Result<S::Reply, ()>>,
-        state: S::State,
-    },
-}
-
-use LockedOutcome as Outcome2;
-
-fn settle_locked<S: DurableServer>(
-    outcome: Outcome2<S>,
-    kind: ItemKind,
-) -> Result<Settled<S>, Error> {
-    let call = kind == ItemKind::Call;
-    let encode_reply = |reply: Option<Result<S::Reply, ()>>| -> Result<ReplyRecord, Error> {
-        Ok(match reply {
-            Some(Ok(reply)) => ReplyRecord::Reply(encode_user("a reply", &reply)?),
-            Some(Err(())) | None => {
+        // Reached only from handle_locked (a first lock is committed by
+        // `process`): locking while locked is refused, the state kept.
+        Outcome::Lock { state } => (
+            state,
+            call.then(|| {
                 ReplyRecord::Failed("handle_locked returned lock, which is refused".into())
-            }
-        })
-    };
-    Ok(match outcome {
-        Outcome2::Reply {
-            reply,
-            state,
-            actions,
-        } => {
-            let reply = if call {
-                Some(encode_reply(reply)?)
-            } else {
-                None
-            };
-            (state, reply, actions, None)
-        }
-        Outcome2::NoReply { state, actions } => {
-            (state, call.then_some(ReplyRecord::NoReply), actions, None)
-        }
-        Outcome2::Stop {
-            reason,
-            reply,
-            state,
-        } => {
-            let reply = match (call, reply) {
-                (false, _) => None,
-                (true, Some(reply)) => Some(encode_reply(Some(reply))?),
-                (true, None) => Some(ReplyRecord::Stopped {
-                    reason: reason.clone(),
-                }),
-            };
-            (state, reply, Vec::new(), Some(reason))
-        }
+            }),
+            Vec::new(),
+            None,
+        ),
     })
 }

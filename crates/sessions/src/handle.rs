@@ -133,6 +133,15 @@ fn compare(key: Bytes, result: CompareResult, target: CompareTarget) -> Compare 
     }
 }
 
+/// The session at `key` exists and, when `token` is given, is that
+/// incarnation (its fencing token: the key's create_revision).
+fn session_guard(key: Bytes, token: Option<i64>) -> Compare {
+    match token {
+        Some(token) => compare(key, CompareResult::Equal, CompareTarget::Create(token)),
+        None => compare(key, CompareResult::Greater, CompareTarget::Version(0)),
+    }
+}
+
 fn range_op(key: Bytes) -> RequestOp {
     RequestOp::Range(RangeRequest {
         key,
@@ -495,18 +504,7 @@ impl<B: KvBackend> Sessions<B> {
     async fn end_session(&self, id: SessionId, token: Option<i64>) -> Result<Vec<Connection>> {
         let key = self.keys().session(id);
         let connections = self.keys().connections(id);
-        let guard = match token {
-            Some(token) => compare(
-                key.clone(),
-                CompareResult::Equal,
-                CompareTarget::Create(token),
-            ),
-            None => compare(
-                key.clone(),
-                CompareResult::Greater,
-                CompareTarget::Version(0),
-            ),
-        };
+        let guard = session_guard(key.clone(), token);
         let response = self
             .inner
             .backend
@@ -606,18 +604,7 @@ impl<B: KvBackend> Sessions<B> {
     ) -> Result<Connection> {
         check_size("connection data", data.len(), CONNECTION_DATA_BYTES_MAX)?;
         let session_key = self.keys().session(session);
-        let guard = match token {
-            Some(token) => compare(
-                session_key.clone(),
-                CompareResult::Equal,
-                CompareTarget::Create(token),
-            ),
-            None => compare(
-                session_key.clone(),
-                CompareResult::Greater,
-                CompareTarget::Version(0),
-            ),
-        };
+        let guard = session_guard(session_key.clone(), token);
         let body = ConnectionBody { data };
         let response = self
             .inner

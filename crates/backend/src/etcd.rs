@@ -64,7 +64,8 @@ pub struct EtcdKv {
 #[derive(Debug)]
 struct Inner {
     channels: Vec<Channel>,
-    /// The endpoint requests go to first.
+    /// Counts moves between endpoints; modulo the endpoint count, it is
+    /// the one requests go to first.
     current: AtomicUsize,
 }
 
@@ -107,18 +108,22 @@ impl EtcdKv {
         let count = self.inner.channels.len();
         let mut last = None;
         for _ in 0..count {
-            let index = self.inner.current.load(Ordering::Relaxed) % count;
-            match call(self.inner.channels[index].clone()).await {
+            let seen = self.inner.current.load(Ordering::Relaxed);
+            match call(self.inner.channels[seen % count].clone()).await {
                 Ok(response) => return Ok(response),
                 Err(status) => {
                     let error = status_error(&status);
                     if !matches!(error, BackendError::Unavailable(_)) {
                         return Err(error);
                     }
-                    // Move on, unless another request already did.
+                    // Move on, unless another request already did. The
+                    // counter itself is compared, not the index it maps
+                    // to: once it passed the endpoint count, comparing the
+                    // index never matched and requests stayed on a dead
+                    // endpoint.
                     let _ = self.inner.current.compare_exchange(
-                        index,
-                        index + 1,
+                        seen,
+                        seen.wrapping_add(1),
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     );
@@ -682,4 +687,42 @@ fn txn_response(response: pb::TxnResponse) -> Result<kv::TxnResponse, BackendErr
         succeeded: response.succeeded,
         responses,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every endpoint refusing as etcd does without a leader.
+    async fn refuse_everywhere(store: &EtcdKv) -> BackendError {
+        let refused = store
+            .send(|_| async { Err::<(), _>(Status::unavailable("etcdserver: no leader")) })
+            .await;
+        match refused {
+            Err(error) => error,
+            Ok(()) => panic!("a refusing endpoint answered"),
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_move_on_to_every_endpoint_round_after_round() {
+        let endpoints = [
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+            "http://127.0.0.1:3",
+        ];
+        let store = EtcdKv::connect(EtcdConfig::new(endpoints)).expect("lazy channels");
+        for round in 1..=3 {
+            let error = refuse_everywhere(&store).await;
+            assert!(matches!(error, BackendError::Unavailable(_)), "{error}");
+            // Each round tried all three endpoints, past the wrap too.
+            assert_eq!(store.inner.current.load(Ordering::Relaxed), 3 * round);
+        }
+        // An answer keeps the endpoint that gave it.
+        store
+            .send(|_| async { Ok::<_, Status>(()) })
+            .await
+            .expect("answered");
+        assert_eq!(store.inner.current.load(Ordering::Relaxed), 9);
+    }
 }

@@ -107,13 +107,17 @@ pub enum Record {
     Dead(DeadRecord),
     /// A registry entry.
     Registration(Registration),
+    /// `n` as an enqueue writes it: the next queue position and the
+    /// enqueue's random tag, by which a publisher whose enqueue's outcome
+    /// was unknown recognises its own write in the counter's history.
+    Enqueued { next: u64, tag: u64 },
 }
 
 impl Record {
     fn kind(&self) -> &'static str {
         match self {
             Record::State(_) => "state",
-            Record::Counter(_) => "counter",
+            Record::Counter(_) | Record::Enqueued { .. } => "counter",
             Record::Item(_) => "item",
             Record::Waiting => "waiting",
             Record::Reply(_) => "reply",

@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_backend::{Compare, EventKind, KvBackend, RequestOp, TxnRequest, WatchRequest};
+use chorus_backend::{
+    BackendError, Compare, Event, EventKind, KvBackend, KvError, RequestOp, TxnRequest,
+    TxnResponse, WatchRequest,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -222,7 +225,8 @@ impl<S: DurableServer, B: KvBackend> Durable<S, B> {
         self.shared.reply_of(seq, reply)
     }
 
-    /// Enqueues a cast; returns once it is durably queued.
+    /// Enqueues a cast; returns once it is durably queued, exactly once
+    /// even if the store's answer is lost in a failover.
     pub async fn cast(&self, cast: S::Cast) -> Result<(), Error> {
         let item = Item {
             kind: ItemKind::Cast,
@@ -473,8 +477,10 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
     /// unique and the order total); with `waiter`, puts the call's waiter
     /// key. Returns the first position and the txn's revision.
     ///
-    /// An `Indeterminate` store error is returned as is: the enqueue may
-    /// have happened, and repeating it could queue the message twice.
+    /// A txn whose outcome is unknown (`Indeterminate`: leadership changed
+    /// or the connection broke after it was sent) is settled by
+    /// [`settle_enqueue`](Shared::settle_enqueue), so a failover neither
+    /// loses the message nor queues it twice.
     pub(crate) async fn enqueue(
         &self,
         items: Vec<Item>,
@@ -491,10 +497,12 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
             .map(|item| encode(&Record::Item(item)))
             .collect::<Result<Vec<_>, Error>>()?;
         let waiting = encode(&Record::Waiting)?;
+        let tag: u64 = rand::random();
         let mut wait = ops::BACKOFF_MIN;
         for _ in 0..ENQUEUE_CONFLICTS_MAX {
             let end = next + records.len() as u64;
-            let mut success = vec![ops::put(keys.counter(), encode(&Record::Counter(end))?)];
+            let counter = encode(&Record::Enqueued { next: end, tag })?;
+            let mut success = vec![ops::put(keys.counter(), counter)];
             for (offset, record) in records.iter().enumerate() {
                 success.push(ops::put(keys.item(next + offset as u64), record.clone()));
             }
@@ -509,21 +517,30 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
                 success,
                 failure: vec![ops::get(keys.counter()), ops::get(keys.state())],
             };
-            let response = match self.backend.txn(request).await {
-                Ok(response) => response,
-                Err(error @ chorus_backend::BackendError::Unavailable(_)) => {
+            let outcome = match self.backend.txn(request.clone()).await {
+                Ok(response) if response.succeeded => Enqueue::Applied(response.header.revision),
+                Ok(response) => Enqueue::Refused(response),
+                Err(error @ BackendError::Unavailable(_)) => {
                     tracing::debug!(%error, "enqueue: retrying");
                     wait = ops::backoff(wait).await;
                     continue;
                 }
+                Err(BackendError::Indeterminate(unknown)) => {
+                    tracing::debug!(%unknown, "enqueue: settling an unknown outcome");
+                    self.settle_enqueue(&request, counter_mod, tag, unknown)
+                        .await?
+                }
                 Err(error) => return Err(error.into()),
             };
-            if response.succeeded {
-                if let Ok(mut counter) = self.counter.lock() {
-                    *counter = Some((end, response.header.revision));
+            let response = match outcome {
+                Enqueue::Applied(revision) => {
+                    if let Ok(mut counter) = self.counter.lock() {
+                        *counter = Some((end, revision));
+                    }
+                    return Ok((next, revision));
                 }
-                return Ok((next, response.header.revision));
-            }
+                Enqueue::Refused(response) => response,
+            };
             if ops::range_one(&response, 1)?.is_none() {
                 return Err(Error::NotFound(self.options.tenant.clone()));
             }
@@ -532,6 +549,78 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
         Err(Error::Contention {
             attempts: ENQUEUE_CONFLICTS_MAX,
         })
+    }
+
+    /// Whether the enqueue `request`, which came back `Indeterminate`,
+    /// took effect.
+    ///
+    /// Sending the same txn again is safe: it compares the counter's
+    /// `mod_revision`, which the first copy to apply moves, so at most one
+    /// copy ever applies (a copy still in flight fails its compare when it
+    /// lands). If the copy sent now applies, that is the enqueue. If it is
+    /// refused and the counter is where the enqueue expected it, neither
+    /// copy applied. Otherwise the counter's first change after
+    /// `counter_mod` is the only write this enqueue could have been: it
+    /// was, exactly if it carries this enqueue's `tag`. Only if the store
+    /// compacted that change away does the outcome stay unknown.
+    async fn settle_enqueue(
+        &self,
+        request: &TxnRequest,
+        counter_mod: i64,
+        tag: u64,
+        unknown: String,
+    ) -> Result<Enqueue, Error> {
+        let backend = self.backend.clone();
+        let response = ops::retrying(|| backend.txn(request.clone())).await?;
+        if response.succeeded {
+            return Ok(Enqueue::Applied(response.header.revision));
+        }
+        let seen = ops::range_one(&response, 0)?.map_or(0, |kv| kv.mod_revision);
+        if seen == counter_mod {
+            return Ok(Enqueue::Refused(response));
+        }
+        let Some(first) = self.first_change(self.keys.counter(), counter_mod).await? else {
+            return Err(Error::Backend(BackendError::Indeterminate(format!(
+                "{unknown} (the counter's history since revision {counter_mod} is compacted, \
+                 so whether the enqueue applied cannot be told)"
+            ))));
+        };
+        let ours = first.kind == EventKind::Put
+            && matches!(
+                decode(&first.kv.key, &first.kv.value)?,
+                Record::Enqueued { tag: written, .. } if written == tag
+            );
+        Ok(if ours {
+            Enqueue::Applied(first.kv.mod_revision)
+        } else {
+            Enqueue::Refused(response)
+        })
+    }
+
+    /// The first change of `key` after revision `after` (waiting for one);
+    /// `None` if the store compacted that history away.
+    async fn first_change(&self, key: Bytes, after: i64) -> Result<Option<Event>, Error> {
+        let request = WatchRequest {
+            key,
+            start_revision: after + 1,
+            ..Default::default()
+        };
+        let mut wait = ops::BACKOFF_MIN;
+        loop {
+            let backend = self.backend.clone();
+            let mut watch = ops::retrying(|| backend.watch(request.clone())).await?;
+            match watch.next().await {
+                Some(Ok(events)) => {
+                    if let Some(event) = events.into_iter().next() {
+                        return Ok(Some(event));
+                    }
+                }
+                Some(Err(BackendError::Kv(KvError::Compacted { .. }))) => return Ok(None),
+                Some(Err(error)) if !error.is_transient() => return Err(error.into()),
+                // The watch broke: open it again.
+                Some(Err(_)) | None => wait = ops::backoff(wait).await,
+            }
+        }
     }
 
     /// Waits until the waiter key of call `seq` (put at `revision`) holds
@@ -557,9 +646,7 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
                         wait = ops::backoff(wait).await;
                         break;
                     }
-                    Err(chorus_backend::BackendError::Kv(chorus_backend::KvError::Compacted {
-                        ..
-                    })) => break,
+                    Err(BackendError::Kv(KvError::Compacted { .. })) => break,
                     Err(error) => return Err(error.into()),
                 };
                 for event in events {
@@ -670,12 +757,20 @@ pub(crate) fn state_bytes(key: &[u8], value: &[u8]) -> Result<Vec<u8>, Error> {
     }
 }
 
+/// What became of one enqueue txn.
+enum Enqueue {
+    /// It applied, at this revision.
+    Applied(i64),
+    /// Its compares failed; the failure branch's reads.
+    Refused(TxnResponse),
+}
+
 /// The counter's next position and `mod_revision` (0 and 0 if absent).
 fn counter_of(found: Option<&chorus_backend::KeyValue>) -> Result<(u64, i64), Error> {
     match found {
         None => Ok((0, 0)),
         Some(kv) => match decode(&kv.key, &kv.value)? {
-            Record::Counter(next) => Ok((next, kv.mod_revision)),
+            Record::Counter(next) | Record::Enqueued { next, .. } => Ok((next, kv.mod_revision)),
             other => Err(wrong(&kv.key, "counter", &other)),
         },
     }

@@ -6,6 +6,8 @@
 //! signal from a handler), and `guard` is only a generous hang guard.
 #![allow(dead_code)] // each test binary uses its own subset
 
+mod unsure;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,6 +20,7 @@ use chorus_durable::{
 };
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use unsure::{Fault, Meanwhile, Unsure};
 
 /// Longest any scenario may take before it counts as hung.
 pub const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -712,6 +715,58 @@ pub async fn corrupt_state<B: KvBackend>(backend: B, tenant: &str) {
     ));
 }
 
+/// Enqueues whose answers are lost (the store applied the txn, or not)
+/// are settled by the publisher: every message is queued exactly once
+/// and in the order the store took them, also when another publisher
+/// enqueued meanwhile.
+pub async fn unknown_enqueue_outcomes<B: KvBackend>(backend: B, tenant: &str) {
+    let server = LedgerServer::default();
+    let options = StartOptions::new(tenant);
+    let consumer = Arc::new(start(&backend, &server, options.clone()).await);
+    let unsure = Unsure::new(backend.clone());
+    let publisher = start(&unsure, &server, options.consume(false)).await;
+    let another = |id| -> Option<Meanwhile> {
+        let other = Arc::clone(&consumer);
+        Some(Box::new(move || {
+            Box::pin(async move {
+                other
+                    .cast(Cast::Record(id))
+                    .await
+                    .expect("the other publisher's cast")
+            })
+        }))
+    };
+    let fault = |apply, meanwhile| Fault { apply, meanwhile };
+    unsure.next_enqueue(fault(true, None));
+    publisher.cast(Cast::Record(1)).await.expect("applied cast");
+    unsure.next_enqueue(fault(false, None));
+    publisher.cast(Cast::Record(2)).await.expect("lost cast");
+    // Lost, and the other publisher took the position it asked for.
+    unsure.next_enqueue(fault(false, another(100)));
+    publisher.cast(Cast::Record(3)).await.expect("lost cast");
+    // Applied, and the other publisher enqueued after it.
+    unsure.next_enqueue(fault(true, another(101)));
+    publisher.cast(Cast::Record(4)).await.expect("applied cast");
+    unsure.next_enqueue(fault(true, None));
+    let count = publisher
+        .call_timeout(Call::Record(5), None)
+        .await
+        .expect("applied call");
+    assert_eq!(count, 1, "call 5 was processed {count} times");
+    unsure.next_enqueue(fault(false, None));
+    publisher
+        .cast_batch(vec![Cast::Record(6), Cast::Record(7)])
+        .await
+        .expect("lost batch");
+    assert_eq!(unsure.pending(), 0, "a fault did not strike");
+    assert_eq!(drain(&consumer).await, 9);
+    let ledger = consumer.state().await.expect("state");
+    for (id, count) in &ledger.seen {
+        assert_eq!(*count, 1, "message {id} processed {count} times");
+    }
+    assert_eq!(ledger.order, [1, 2, 100, 3, 4, 101, 5, 6, 7]);
+}
+
 /// Every scenario that any store runs, in its own tenants under `prefix`.
 pub async fn all<B: KvBackend>(backend: B, prefix: &str) {
     guard(
@@ -754,6 +809,11 @@ pub async fn all<B: KvBackend>(backend: B, prefix: &str) {
     guard(
         "corrupt",
         corrupt_state(backend.clone(), &format!("{prefix}/corrupt")),
+    )
+    .await;
+    guard(
+        "unknown_enqueues",
+        unknown_enqueue_outcomes(backend.clone(), &format!("{prefix}/unknown")),
     )
     .await;
     guard(

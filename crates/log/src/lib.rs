@@ -95,7 +95,8 @@ pub use config::{LogConfig, WalWriteStrategy};
 pub use error::{ApiError, LogError, LogResult, StorageError};
 pub use storage::{FaultConfig, FaultyStorage, FsStorage, OpenOptions, Storage, StorageStats};
 pub use system::{
-    LatencyHistogram, LogStats, LogSystem, RecoveryReport, TornTail, LATENCY_BOUNDS_US,
+    LatencyHistogram, LogStats, LogSystem, RecoveryReport, SnapshotWrite, TornTail,
+    WrittenSnapshot, LATENCY_BOUNDS_US,
 };
 pub use wal::Durable;
 pub use writer::{DurableCallback, LogWriter, Ticket};

@@ -935,6 +935,12 @@ impl<S: Storage> LogSystem<S> {
     /// drops entries up to `meta.index`, and every entry after it too unless
     /// `keep_log_after`. Segment files left wholly below the snapshot are
     /// deleted.
+    ///
+    /// The three steps [`begin_snapshot`](Self::begin_snapshot),
+    /// [`SnapshotWrite::write`] and [`finish_snapshot`](Self::finish_snapshot)
+    /// in one call. A caller that shares the log system between threads
+    /// runs them separately, so the file's write and fsync do not hold up
+    /// other servers' appends.
     pub fn save_snapshot(
         &mut self,
         server: ServerId,
@@ -942,6 +948,21 @@ impl<S: Storage> LogSystem<S> {
         data: Bytes,
         keep_log_after: bool,
     ) -> LogResult<()> {
+        let write = self.begin_snapshot(server, meta, data, keep_log_after)?;
+        self.finish_snapshot(write.write())
+    }
+
+    /// Checks a snapshot of `server` and prepares its file's write; nothing
+    /// changes until [`finish_snapshot`](Self::finish_snapshot). Only one
+    /// snapshot of a server may be under way at a time (its Raft server
+    /// issues them one after the other).
+    pub fn begin_snapshot(
+        &mut self,
+        server: ServerId,
+        meta: SnapshotMeta,
+        data: Bytes,
+        keep_log_after: bool,
+    ) -> LogResult<SnapshotWrite<S>> {
         self.check_healthy()?;
         let log = self.server(server)?;
         if meta.size_bytes != data.len() as u64 {
@@ -970,16 +991,31 @@ impl<S: Storage> LogSystem<S> {
             self.next_epoch += 1;
             epoch
         };
-        let bytes = snapshot::encode_snapshot_file(&meta, epoch, keep_log_after, &data);
-        let header = snapshot::decode_snapshot_header(&bytes).expect("just encoded");
-        self.fatal(|system| {
-            // Durability: barrier. temp file, fsync, rename, fsync dir.
-            storage::write_file_atomic(&*system.storage, &dir, SNAPSHOT_FILE_NAME, &bytes)
-                .map_err(io_error(&dir))
-        })?;
-        let log = self.servers.get_mut(&server).expect("checked above");
+        Ok(SnapshotWrite {
+            storage: Arc::clone(&self.storage),
+            server,
+            dir,
+            meta,
+            data,
+            epoch,
+            keep_log_after,
+        })
+    }
+
+    /// Records a snapshot whose file [`SnapshotWrite::write`] wrote, and
+    /// compacts the server's log to it. A failed write fails the log
+    /// system, as every storage error does; a server deleted while its
+    /// snapshot was written is [`ApiError::UnknownServer`] (its files,
+    /// the snapshot's included, went with it).
+    pub fn finish_snapshot(&mut self, written: WrittenSnapshot) -> LogResult<()> {
+        self.check_healthy()?;
+        let WrittenSnapshot { server, header } = written;
+        self.server(server)?;
+        let header = header.map_err(|error| self.fail(error))?;
+        let log = self.server_mut(server)?;
+        let keep_log_after = header.keep_log_after;
+        log.epoch = header.epoch;
         log.snapshot = Some(header);
-        log.epoch = epoch;
         if !keep_log_after {
             log.truncate_from(0);
             self.wal.forget_pending(server);
@@ -1457,4 +1493,41 @@ fn load_server<S: Storage>(
         });
     }
     Ok(Some(log))
+}
+
+/// A snapshot file to write: from [`LogSystem::begin_snapshot`], for
+/// [`LogSystem::finish_snapshot`]. Writing it needs no access to the log
+/// system.
+pub struct SnapshotWrite<S: Storage> {
+    storage: Arc<S>,
+    server: ServerId,
+    dir: PathBuf,
+    meta: SnapshotMeta,
+    data: Bytes,
+    epoch: u64,
+    keep_log_after: bool,
+}
+
+/// A snapshot file's write and how it went.
+pub struct WrittenSnapshot {
+    server: ServerId,
+    /// The written file's header.
+    header: Result<SnapshotHeader, StorageError>,
+}
+
+impl<S: Storage> SnapshotWrite<S> {
+    /// Encodes the snapshot file and stores it durably.
+    pub fn write(self) -> WrittenSnapshot {
+        let bytes =
+            snapshot::encode_snapshot_file(&self.meta, self.epoch, self.keep_log_after, &self.data);
+        let header = snapshot::decode_snapshot_header(&bytes).expect("just encoded");
+        // Durability: barrier. temp file, fsync, rename, fsync dir.
+        let written =
+            storage::write_file_atomic(&*self.storage, &self.dir, SNAPSHOT_FILE_NAME, &bytes)
+                .map_err(io_error(&self.dir));
+        WrittenSnapshot {
+            server: self.server,
+            header: written.map(|()| header),
+        }
+    }
 }

@@ -198,6 +198,59 @@ fn snapshots_truncate_the_log_and_reclaim_segments() {
 }
 
 #[test]
+fn a_snapshot_written_in_steps_lets_other_servers_append_meanwhile() {
+    let storage = FaultyStorage::reliable(4);
+    let config = config("/n");
+    let mut log = open_faulty(&storage, &config);
+    for id in 1..=3 {
+        create(&mut log, id);
+    }
+    let (busy, other, doomed) = (ServerId(1), ServerId(2), ServerId(3));
+    log.append(busy, entries(1, 10, 1)).unwrap();
+    log.append(doomed, entries(1, 10, 1)).unwrap();
+    log.flush().unwrap();
+    let data = b"busy-state".to_vec();
+    let write = log
+        .begin_snapshot(busy, snapshot_meta(8, 1, &data), Bytes::from(data), true)
+        .unwrap();
+    // Nothing changed yet; the log serves everyone while the file is written.
+    assert_eq!(log.read(busy, 1..11).unwrap(), entries(1, 10, 1));
+    log.append(other, entries(1, 5, 1)).unwrap();
+    log.flush().unwrap();
+    let written = write.write();
+    log.finish_snapshot(written).unwrap();
+    assert!(matches!(
+        log.read(busy, 8..9),
+        Err(LogError::Api(ApiError::Compacted { .. }))
+    ));
+    assert_eq!(log.read(busy, 9..11).unwrap(), entries(9, 2, 1));
+
+    // A server deleted while its snapshot was being written: an error for
+    // that server, not a failed log.
+    let data = b"doomed-state".to_vec();
+    let write = log
+        .begin_snapshot(doomed, snapshot_meta(5, 1, &data), Bytes::from(data), true)
+        .unwrap();
+    log.delete_server(doomed).unwrap();
+    assert!(matches!(
+        log.finish_snapshot(write.write()),
+        Err(LogError::Api(ApiError::UnknownServer(_)))
+    ));
+    log.append(other, entries(6, 1, 1)).unwrap();
+    log.flush().unwrap();
+
+    drop(log);
+    storage.crash();
+    let mut log = open_faulty(&storage, &config);
+    let persisted = log.recover(busy).unwrap();
+    let (meta, data) = persisted.snapshot.unwrap();
+    assert_eq!((meta.index, data), (8, Bytes::from_static(b"busy-state")));
+    assert_eq!(persisted.entries, entries(9, 2, 1));
+    assert_eq!(log.recover(other).unwrap().entries, entries(1, 6, 1));
+    assert!(!log.contains(doomed));
+}
+
+#[test]
 fn discarding_snapshot_without_new_entries_survives_restart() {
     let storage = FaultyStorage::reliable(4);
     let config = config("/n");

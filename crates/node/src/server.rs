@@ -141,6 +141,8 @@ struct ServerTask<M: NodeMachine> {
     monitored: BTreeSet<NodeId>,
     halted: Option<(LogIndex, String)>,
     leader: Option<ServerId>,
+    /// The snapshot being written off this task, if any: its job's answer.
+    snapshot_job: Option<std::sync::mpsc::Receiver<chorus_log::LogResult<()>>>,
 }
 
 /// Starts the task of a server whose storage exists; returns its handle.
@@ -184,6 +186,7 @@ pub(crate) fn spawn<M: NodeMachine>(
         monitored: BTreeSet::new(),
         halted: None,
         leader: None,
+        snapshot_job: None,
     };
     // Members on nodes already believed down: tell the core now.
     let members: Vec<ServerId> = task.raft.membership().members.keys().copied().collect();
@@ -641,7 +644,31 @@ impl<M: NodeMachine> ServerTask<M> {
                 data,
                 keep_log_after,
             } => {
-                if let Err(error) = self.node.log.save_snapshot(id, meta, data, keep_log_after) {
+                // One snapshot of a server at a time, in order: the one
+                // being written is recorded before the next begins.
+                if !self.finish_snapshot_job() {
+                    return false;
+                }
+                if keep_log_after {
+                    // Written off this task: storing the whole machine state
+                    // here would stall this server's replication and replies
+                    // for as long as the write and fsync take. Safe to
+                    // finish at any time: the core no longer needs the
+                    // entries it covers, and the log keeps them until the
+                    // snapshot is recorded.
+                    match Arc::clone(&self.node.log).begin_snapshot(id, meta, data) {
+                        Ok(job) => {
+                            let (done, answer) = std::sync::mpsc::sync_channel(1);
+                            tokio::task::spawn_blocking(move || {
+                                let _ = done.send(job());
+                            });
+                            self.snapshot_job = Some(answer);
+                        }
+                        Err(error) => return self.storage_failed(error),
+                    }
+                } else if let Err(error) = self.node.log.save_snapshot(id, meta, data, false) {
+                    // A follower installing its leader's snapshot replaces
+                    // its whole log: one barrier.
                     return self.storage_failed(error);
                 }
             }
@@ -786,6 +813,20 @@ impl<M: NodeMachine> ServerTask<M> {
         }
     }
 
+    /// Waits for the snapshot being written off this task, if any. False
+    /// when storing it failed.
+    fn finish_snapshot_job(&mut self) -> bool {
+        let Some(answer) = self.snapshot_job.take() else {
+            return true;
+        };
+        match answer.recv() {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => self.storage_failed(error),
+            // The job ended without answering: it panicked.
+            Err(_) => self.storage_failed(chorus_log::ApiError::Closed.into()),
+        }
+    }
+
     fn storage_failed(&mut self, error: chorus_log::LogError) -> bool {
         tracing::error!(server = %self.shared.record.server, %error,
             "storage failed; stopping the server (restart the node to recover)");
@@ -825,6 +866,9 @@ impl<M: NodeMachine> ServerTask<M> {
             };
             self.respond(responder, response);
         }
+        // A snapshot still being written is recorded (or its failure
+        // logged) before the data may be deleted or the log closed.
+        self.finish_snapshot_job();
         if delete {
             if let Err(error) = self.node.log.delete_server(id) {
                 tracing::error!(server = %self.shared.record.server, %error, "deleting data failed");

@@ -5,11 +5,18 @@
 //! fsync for every server with pending entries); its writer thread hands
 //! the durability notices to the node, which routes them to the servers.
 //! Barriers (hard state, snapshots) and server creation run under the log's
-//! lock on the calling task.
+//! lock on the calling task; a snapshot that keeps the log after it is
+//! written by a job that runs without it.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chorus_log::{Durable, LogResult, LogStats, LogSystem, LogWriter, Storage};
 use chorus_raft::{Configuration, Entry, HardState, Persisted, ServerId, SnapshotMeta};
+
+/// A snapshot's file write and its recording (see
+/// [`DurableLog::begin_snapshot`]).
+pub(crate) type SnapshotJob = Box<dyn FnOnce() -> LogResult<()> + Send>;
 
 pub(crate) trait DurableLog: Send + Sync + 'static {
     fn append(&self, server: ServerId, entries: Vec<Entry>) -> LogResult<()>;
@@ -21,6 +28,17 @@ pub(crate) trait DurableLog: Send + Sync + 'static {
         data: Bytes,
         keep_log_after: bool,
     ) -> LogResult<()>;
+    /// Starts storing a snapshot that keeps the log after it (the core's
+    /// `release_cursor`): checked now; the returned job writes its file
+    /// and records it, without holding the log, on whatever thread runs
+    /// it. Until the job is done the log keeps every entry, so a crash
+    /// meanwhile recovers from the previous snapshot and the whole log.
+    fn begin_snapshot(
+        self: Arc<Self>,
+        server: ServerId,
+        meta: SnapshotMeta,
+        data: Bytes,
+    ) -> LogResult<SnapshotJob>;
     fn create_server(
         &self,
         server: ServerId,
@@ -81,6 +99,21 @@ impl<S: Storage> DurableLog for SharedLog<S> {
         keep_log_after: bool,
     ) -> LogResult<()> {
         self.with(|w| w.with_log(|log| log.save_snapshot(server, meta, data, keep_log_after)))
+    }
+
+    fn begin_snapshot(
+        self: Arc<Self>,
+        server: ServerId,
+        meta: SnapshotMeta,
+        data: Bytes,
+    ) -> LogResult<SnapshotJob> {
+        let write =
+            self.with(|w| w.with_log(|log| log.begin_snapshot(server, meta, data, true)))?;
+        Ok(Box::new(move || {
+            // Without the log's lock, which every server's appends take.
+            let written = write.write();
+            self.with(|w| w.with_log(|log| log.finish_snapshot(written)))
+        }))
     }
 
     fn create_server(

@@ -116,7 +116,31 @@ async fn sees(node: &Node, server: &ServerRef, key: &str, value: u64) {
 
 /// Membership changes go one at a time: retry while the previous one is
 /// still in flight (ra's `cluster_change_not_permitted`).
-async fn change_membership<F, Fut>(what: &str, mut change: F) -> chorus_node::Appended
+async fn change_membership<F, Fut>(what: &str, change: F) -> chorus_node::Appended
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<chorus_node::Appended, CallError>>,
+{
+    try_change_membership(what, change, false)
+        .await
+        .unwrap_or_else(|error| panic!("{what}: {error}"))
+}
+
+/// [`change_membership`], except that `NotLeader` (the server asked is no
+/// longer the leader: nothing was appended) answers false.
+async fn change_membership_or_not_leader<F, Fut>(what: &str, change: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<chorus_node::Appended, CallError>>,
+{
+    try_change_membership(what, change, true).await.is_ok()
+}
+
+async fn try_change_membership<F, Fut>(
+    what: &str,
+    mut change: F,
+    not_leader_ok: bool,
+) -> Result<chorus_node::Appended, CallError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<chorus_node::Appended, CallError>>,
@@ -124,10 +148,11 @@ where
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         match change().await {
-            Ok(appended) => return appended,
+            Ok(appended) => return Ok(appended),
             Err(CallError::Refused(
                 chorus_node::Refusal::ConfigChangeInProgress | chorus_node::Refusal::LeaderNotReady,
             )) => {}
+            Err(error @ CallError::NotLeader { .. }) if not_leader_ok => return Err(error),
             Err(error) => panic!("{what}: {error}"),
         }
         assert!(
@@ -451,6 +476,61 @@ async fn restart_after_stop_and_after_node_restart() {
     for server in &servers {
         sees(&nodes[0], server, "d", 4).await;
     }
+    for node in &nodes {
+        node.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// Snapshots (the machine releases its cursor every 1,000 entries) are
+/// written off the servers' tasks and recorded; after every node restarts,
+/// each server recovers from its snapshot plus the log after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_written_and_recovered_after_a_restart() {
+    const PUTS: u64 = 2_500;
+    let dir = tempfile::tempdir().unwrap();
+    let tweak = |config: &mut NodeConfig| config.snapshot_interval_entries_min = 500;
+    let nodes = nodes_with(3, dir.path(), StorageMode::Disk, tweak).await;
+    let servers = members("snap", &[1, 2, 3]);
+    start(&nodes[0], "snap", &servers).await;
+    for i in 0..PUTS {
+        put(&nodes[0], &servers, &format!("k{i}"), i).await;
+    }
+    // Two snapshots (at 1,000 and 2,000 applied commands, plus the few
+    // entries before the first command) on every member.
+    for (node, server) in nodes.iter().zip(&servers) {
+        let index = eventually("the member took its snapshots", || async {
+            let overview = node.overview().await;
+            let status = overview.servers.iter().find(|s| s.server == *server)?;
+            (status.snapshot_index >= 2_000).then_some(status.snapshot_index)
+        })
+        .await;
+        assert!(index < 2_000 + 10, "snapshot at {index}");
+    }
+    for node in &nodes {
+        node.shutdown().await.expect("clean shutdown");
+    }
+    drop(nodes);
+
+    let nodes = nodes_with(3, dir.path(), StorageMode::Disk, tweak).await;
+    for server in &servers {
+        nodes[0].restart_server(server).await.expect("restarted");
+    }
+    for (node, server) in nodes.iter().zip(&servers) {
+        let overview = node.overview().await;
+        let status = overview
+            .servers
+            .iter()
+            .find(|s| s.server == *server)
+            .expect("restarted server");
+        assert!(
+            status.snapshot_index >= 2_000,
+            "{server} recovered from snapshot {}",
+            status.snapshot_index
+        );
+        sees(node, server, "k0", 0).await;
+        sees(node, server, &format!("k{}", PUTS - 1), PUTS - 1).await;
+    }
+    put(&nodes[1], &servers, "after", 1).await;
     for node in &nodes {
         node.shutdown().await.expect("clean shutdown");
     }
@@ -916,11 +996,23 @@ async fn removing_the_leader_leaves_a_cluster_that_elects_another() {
         if round % 2 == 1 {
             tokio::time::sleep(Duration::from_millis(800)).await;
         }
-        let leader = leader_of(&nodes[0], &servers).await;
-        change_membership("remove the leader", || {
-            host(&nodes, &leader).remove_member(&servers, &leader)
-        })
-        .await;
+        // Leadership may move between asking who leads and the removal
+        // (an election under load): then ask again.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let leader = loop {
+            let leader = leader_of(&nodes[0], &servers).await;
+            let removed = change_membership_or_not_leader("remove the leader", || {
+                host(&nodes, &leader).remove_member(&servers, &leader)
+            })
+            .await;
+            if removed {
+                break leader;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the leader kept moving for {PATIENCE:?}"
+            );
+        };
         let staying: Vec<ServerRef> = servers.iter().filter(|s| **s != leader).cloned().collect();
         let started = tokio::time::Instant::now();
         let deadline = started + Duration::from_secs(10);

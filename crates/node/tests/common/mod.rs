@@ -137,11 +137,21 @@ pub fn config(id: u64, dir: &std::path::Path, storage: StorageMode) -> NodeConfi
 
 /// `count` nodes on loopback, all connected to each other.
 pub async fn nodes(count: u64, dir: &std::path::Path, storage: StorageMode) -> Vec<Node> {
+    nodes_with(count, dir, storage, |_| {}).await
+}
+
+/// [`nodes`], each node's config adjusted by `tweak` first.
+pub async fn nodes_with(
+    count: u64,
+    dir: &std::path::Path,
+    storage: StorageMode,
+    tweak: impl Fn(&mut NodeConfig),
+) -> Vec<Node> {
     let mut nodes = Vec::new();
     for id in 1..=count {
-        let node = Node::start(config(id, dir, storage.clone()))
-            .await
-            .expect("node starts");
+        let mut config = config(id, dir, storage.clone());
+        tweak(&mut config);
+        let node = Node::start(config).await.expect("node starts");
         register(&node);
         nodes.push(node);
     }

@@ -84,6 +84,7 @@ struct ServeArgs {
     /// Milliseconds.
     #[arg(long)]
     heartbeat_interval: Option<u64>,
+    /// Applied entries between snapshots (default 100000, as etcd).
     #[arg(long)]
     snapshot_count: Option<u64>,
 }

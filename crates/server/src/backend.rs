@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chorus_backend::EmbeddedKv;
 use chorus_kv::{Command, KvMachine, Query, QueryResponse, Reply, Response};
 use chorus_node::{CallError, Node, ServerRef};
 use chorus_raft::ServerProgress;
+use chorus_sessions::{Sessions, SessionsConfig};
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 use tonic::Status;
 
@@ -35,6 +37,9 @@ pub(crate) struct Backend {
     pub(crate) metrics: Arc<Metrics>,
     /// Flips to true when the server starts shutting down: streams end.
     pub(crate) stopping: watch::Receiver<bool>,
+    /// The sessions namespace: one handle (and cache) for the gRPC
+    /// service, the HTTP routes and the cleaner.
+    pub(crate) sessions: Sessions<EmbeddedKv>,
 }
 
 impl Backend {
@@ -49,8 +54,14 @@ impl Backend {
         timeout: Duration,
         metrics: Arc<Metrics>,
         stopping: watch::Receiver<bool>,
+        sessions: SessionsConfig,
     ) -> Backend {
+        let sessions = crate::sessions::namespace(
+            EmbeddedKv::attach(node.clone(), local.clone(), timeout),
+            sessions,
+        );
         Backend {
+            sessions,
             member_id: local.node.0,
             node,
             local,

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use chorus_raft::NodeId;
+use chorus_sessions::{CleanerConfig, SessionsConfig};
 use serde::Deserialize;
 
 use crate::error::ServeError;
@@ -78,6 +79,15 @@ pub struct ServeConfig {
     /// Most client requests in progress at once on this member; more get
     /// etcd's "too many requests".
     pub max_concurrent_requests: usize,
+    /// Where the sessions service keeps its keys (chorus's own).
+    pub sessions_prefix: String,
+    /// Milliseconds a session saved with a deadline in the past gets, and
+    /// how far the cleaner extends an expired session that still has a
+    /// live connection (chorus's own).
+    pub sessions_default_validity: u64,
+    /// Milliseconds between two clean-ups of expired sessions by the
+    /// member that holds the cleaner role (chorus's own).
+    pub sessions_clean_interval: u64,
 }
 
 impl Default for ServeConfig {
@@ -99,6 +109,9 @@ impl Default for ServeConfig {
             heartbeat_interval: 100,
             snapshot_count: 100_000,
             max_concurrent_requests: 65_536,
+            sessions_prefix: SessionsConfig::default().prefix,
+            sessions_default_validity: SessionsConfig::default().default_validity_ms,
+            sessions_clean_interval: CleanerConfig::default().interval_ms,
         }
     }
 }
@@ -112,6 +125,24 @@ pub struct InitialMember {
 }
 
 impl ServeConfig {
+    /// The sessions namespace's settings.
+    pub fn sessions(&self) -> SessionsConfig {
+        SessionsConfig {
+            prefix: self.sessions_prefix.clone(),
+            default_validity_ms: self.sessions_default_validity,
+            ..SessionsConfig::default()
+        }
+    }
+
+    /// The sessions cleaner's settings: this member holds it as `name`.
+    pub fn sessions_cleaner(&self) -> CleanerConfig {
+        CleanerConfig {
+            holder: self.name.clone(),
+            interval_ms: self.sessions_clean_interval,
+            ..CleanerConfig::default()
+        }
+    }
+
     /// Reads a TOML file whose keys are the flag names (`name`,
     /// `data-dir`, `listen-client-urls = ["http://..."]`, ...).
     pub fn from_toml(text: &str) -> Result<ServeConfig, ServeError> {
@@ -162,6 +193,14 @@ impl ServeConfig {
         }
         if self.max_concurrent_requests == 0 {
             return problem("max-concurrent-requests must be positive".into());
+        }
+        if self.sessions_prefix.is_empty() {
+            return problem("sessions-prefix must not be empty".into());
+        }
+        if self.sessions_default_validity == 0 || self.sessions_clean_interval == 0 {
+            return problem(
+                "sessions-default-validity and sessions-clean-interval must be positive".into(),
+            );
         }
         self.initial_members()?;
         Ok(())
@@ -310,6 +349,16 @@ mod tests {
             ..ServeConfig::default()
         })
         .contains("heartbeat"));
+        assert!(bad(ServeConfig {
+            sessions_prefix: String::new(),
+            ..ServeConfig::default()
+        })
+        .contains("sessions-prefix"));
+        assert!(bad(ServeConfig {
+            sessions_clean_interval: 0,
+            ..ServeConfig::default()
+        })
+        .contains("positive"));
     }
 
     #[test]
@@ -320,6 +369,8 @@ mod tests {
         .unwrap();
         assert_eq!(config.name, "n1");
         assert_eq!(config.initial_cluster_state, ClusterState::Existing);
+        let sessions = ServeConfig::from_toml("sessions-default-validity = 5000\n").unwrap();
+        assert_eq!(sessions.sessions().default_validity_ms, 5_000);
         assert_eq!(
             config.listen_peer_urls,
             ServeConfig::default().listen_peer_urls

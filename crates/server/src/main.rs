@@ -87,6 +87,17 @@ struct ServeArgs {
     /// Applied entries between snapshots (default 100000, as etcd).
     #[arg(long)]
     snapshot_count: Option<u64>,
+    /// Key prefix of the sessions service (default chorus/sessions/).
+    #[arg(long)]
+    sessions_prefix: Option<String>,
+    /// Milliseconds a session saved with a past deadline gets, and an
+    /// expired session with a live connection is extended by (default
+    /// 600000).
+    #[arg(long)]
+    sessions_default_validity: Option<u64>,
+    /// Milliseconds between clean-ups of expired sessions (default 60000).
+    #[arg(long)]
+    sessions_clean_interval: Option<u64>,
 }
 
 #[derive(Args)]
@@ -175,6 +186,15 @@ impl ServeArgs {
         }
         if let Some(count) = self.snapshot_count {
             config.snapshot_count = count;
+        }
+        if let Some(prefix) = self.sessions_prefix {
+            config.sessions_prefix = prefix;
+        }
+        if let Some(ms) = self.sessions_default_validity {
+            config.sessions_default_validity = ms;
+        }
+        if let Some(ms) = self.sessions_clean_interval {
+            config.sessions_clean_interval = ms;
         }
         config.validate()?;
         Ok(config)

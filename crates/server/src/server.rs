@@ -142,6 +142,7 @@ impl Server {
             timeout,
             metrics,
             stopping,
+            config.sessions(),
         ));
         let mut listeners = Vec::new();
         let mut client_addrs = Vec::new();
@@ -164,7 +165,7 @@ impl Server {
             listeners.push(tokio::spawn(serve(Arc::clone(&backend), routes, listener)));
         }
         let background = tokio::spawn(background(Arc::clone(&backend), config.clone()));
-        crate::sessions::start_cleaner(&backend, &config.name);
+        crate::sessions::start_cleaner(&backend, config.sessions_cleaner());
         tracing::info!(
             name = %config.name,
             member = %format!("{:x}", me.0),

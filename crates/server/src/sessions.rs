@@ -35,12 +35,9 @@ use crate::pb::sessions::sessions_server::SessionsServer;
 /// waiting for the first session.
 const CLEANER_START_RETRY: Duration = Duration::from_secs(1);
 
-/// The namespace a member serves.
-fn sessions_of(backend: &Backend) -> Sessions<EmbeddedKv> {
-    let sessions = Sessions::new(
-        EmbeddedKv::attach(backend.node.clone(), backend.local.clone(), backend.timeout),
-        SessionsConfig::default(),
-    );
+/// The namespace a member serves, on its attached store.
+pub(crate) fn namespace(store: EmbeddedKv, config: SessionsConfig) -> Sessions<EmbeddedKv> {
+    let sessions = Sessions::new(store, config);
     sessions.set_hook(LogHook);
     sessions
 }
@@ -60,25 +57,21 @@ pub(crate) fn service(
     backend: &Arc<Backend>,
     limit_bytes: usize,
 ) -> SessionsServer<SessionsService> {
-    SessionsServer::new(SessionsService(sessions_of(backend)))
+    SessionsServer::new(SessionsService(backend.sessions.clone()))
         .max_decoding_message_size(limit_bytes)
 }
 
 /// Starts the member's cleaner (see the module docs); it stops when the
 /// member does.
-pub(crate) fn start_cleaner(backend: &Arc<Backend>, holder: &str) {
+pub(crate) fn start_cleaner(backend: &Arc<Backend>, config: CleanerConfig) {
     let backend = Arc::clone(backend);
-    let holder = holder.to_string();
     tokio::spawn(async move {
-        let sessions = sessions_of(&backend);
+        let sessions = backend.sessions.clone();
         tokio::select! {
             _ = backend.stopped() => return,
             _ = wait_for_first_key(&sessions) => {}
         }
-        let cleaner = sessions.spawn_cleaner(CleanerConfig {
-            holder,
-            ..CleanerConfig::default()
-        });
+        let cleaner = sessions.spawn_cleaner(config);
         backend.stopped().await;
         cleaner.stop().await;
     });
@@ -428,7 +421,7 @@ impl pb::sessions_server::Sessions for SessionsService {
 /// or after T) and `GET /sessions/{id}` (one session, read from the
 /// store, with its connections).
 pub(crate) fn routes(backend: &Arc<Backend>) -> axum::Router {
-    let sessions = sessions_of(backend);
+    let sessions = backend.sessions.clone();
     let one = sessions.clone();
     axum::Router::new()
         .route(

@@ -348,3 +348,102 @@ async fn a_member_starts_its_cleaner_once_sessions_are_used() {
     assert_eq!(holder, member.name);
     member.stop().await;
 }
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+/// `--sessions-prefix`, `--sessions-default-validity` and
+/// `--sessions-clean-interval` reach the member's sessions service and
+/// its cleaner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_settings_of_serve_are_used() {
+    const VALIDITY_MS: u64 = 3_000;
+    let mut member = Member::new("configured");
+    member.config.sessions_prefix = "ops/sessions/".into();
+    member.config.sessions_default_validity = VALIDITY_MS;
+    member.config.sessions_clean_interval = 100;
+    member.start().await;
+    let mut etcd = member.client().await;
+    common::wait_for_leader(&mut etcd).await;
+    let mut client = SessionsClient::connect(member.client_url().to_string())
+        .await
+        .expect("connect");
+
+    // A deadline in the past becomes now + the default validity.
+    let before = wall_ms();
+    let kept = client
+        .save_session(pb::SaveSessionRequest {
+            valid_to_ms: 1,
+            owner: "kept".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("save")
+        .into_inner()
+        .session
+        .expect("a session");
+    let after = wall_ms();
+    assert!(
+        (before + VALIDITY_MS..=after + VALIDITY_MS).contains(&kept.valid_to_ms),
+        "valid_to {} not {VALIDITY_MS} ms after [{before}, {after}]",
+        kept.valid_to_ms
+    );
+    let under = |prefix: &'static str| {
+        let mut etcd = etcd.clone();
+        async move {
+            etcd.get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+                .expect("range")
+                .kvs()
+                .len()
+        }
+    };
+    assert!(under("ops/sessions/").await > 0, "keys under the prefix");
+    assert_eq!(
+        under("chorus/sessions/").await,
+        0,
+        "nothing under the default"
+    );
+
+    // A session about to expire, without connections: the cleaner (every
+    // 100 ms, not the default minute) deletes it soon after.
+    let doomed = client
+        .save_session(pb::SaveSessionRequest {
+            valid_to_ms: wall_ms() + 200,
+            owner: "doomed".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("save")
+        .into_inner()
+        .session
+        .expect("a session");
+    conformance::guard("the cleaner deletes the expired session", async {
+        loop {
+            let found = client
+                .get_session(pb::GetSessionRequest {
+                    id: doomed.id.clone(),
+                    update_before: true,
+                })
+                .await;
+            if matches!(&found, Err(status) if status.code() == tonic::Code::NotFound) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // The first session is still valid: kept.
+    client
+        .get_session(pb::GetSessionRequest {
+            id: kept.id.clone(),
+            update_before: true,
+        })
+        .await
+        .expect("the valid session stays");
+    member.stop().await;
+}

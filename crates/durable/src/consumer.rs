@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_backend::{
-    BackendError, KeyValue, KvBackend, RangeRequest, RequestOp, TxnRequest, TxnResponse,
+    BackendError, KeyValue, KvBackend, RangeRequest, RequestOp, TxnRequest, TxnResponse, Watch,
     WatchRequest,
 };
 use tokio::sync::watch;
@@ -126,6 +126,10 @@ struct Consumer<S: DurableServer, B: KvBackend> {
     lease: Option<Lease>,
     /// The lock token first seen and when (this consumer's clock).
     lock_seen: Option<(i64, Instant)>,
+    /// The watch on the tenant, kept open across waits (see
+    /// [`Consumer::wait_change`]); `None` until the first wait and after
+    /// it ends.
+    changes: Option<Watch>,
     stop: watch::Receiver<bool>,
 }
 
@@ -139,6 +143,7 @@ pub(crate) async fn run<S: DurableServer, B: KvBackend>(
         state: None,
         lease: None,
         lock_seen: None,
+        changes: None,
         stop,
     };
     let mut wait = ops::BACKOFF_MIN;
@@ -331,33 +336,59 @@ impl<S: DurableServer, B: KvBackend> Consumer<S, B> {
 
     /// Waits for any change to the tenant after `revision`, until
     /// `deadline`, or until asked to stop. Watching, not polling.
+    ///
+    /// One watch on the tenant stays open across waits: etcd delivers to a
+    /// watch created at a past revision (one the store has already passed,
+    /// as it has whenever anything was written since the read) from a
+    /// resync loop that runs every 100 ms, so a watch opened per wait cost
+    /// up to 100 ms per message there. The events the open watch buffered
+    /// while the consumer worked are skipped up to `revision`: the read
+    /// already saw them.
     async fn wait_change(&mut self, revision: i64, deadline: Option<Instant>) -> Result<(), Error> {
-        let request = WatchRequest::prefix(self.shared.keys.prefix()).from_revision(revision + 1);
-        let mut watch = self.shared.backend.watch(request).await?;
+        let mut changes = match self.changes.take() {
+            Some(changes) => changes,
+            None => {
+                let request =
+                    WatchRequest::prefix(self.shared.keys.prefix()).from_revision(revision + 1);
+                self.shared.backend.watch(request).await?
+            }
+        };
         let sleep = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            changed = self.stop.changed() => {
-                if changed.is_err() {
-                    // The handle is gone: nobody can stop us any more, so
-                    // treat it as a stop request.
-                    return Err(Error::Backend(BackendError::Closed));
-                }
-            }
-            () = sleep => {}
-            batch = watch.next() => {
-                if let Some(Err(error)) = batch {
-                    if error.is_transient() {
-                        return Err(error.into());
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                changed = self.stop.changed() => {
+                    if changed.is_err() {
+                        // The handle is gone: nobody can stop us any more,
+                        // so treat it as a stop request.
+                        return Err(Error::Backend(BackendError::Closed));
                     }
-                    tracing::debug!(%error, "consumer watch ended; reading again");
+                    break;
                 }
+                () = &mut sleep => break,
+                batch = changes.next() => match batch {
+                    Some(Ok(events)) => {
+                        if events.iter().any(|event| event.kv.mod_revision > revision) {
+                            break;
+                        }
+                    }
+                    // The watch ended: read again, and open another at the
+                    // next wait.
+                    Some(Err(error)) if error.is_transient() => return Err(error.into()),
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "consumer watch ended; reading again");
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                },
             }
         }
+        self.changes = Some(changes);
         Ok(())
     }
 

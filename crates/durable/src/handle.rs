@@ -200,8 +200,8 @@ impl<S: DurableServer, B: KvBackend> Durable<S, B> {
             kind: ItemKind::Call,
             message: encode_user("a call", &call)?,
         };
-        let (seq, revision) = self.shared.enqueue(vec![item], true).await?;
-        let waiting = self.shared.await_reply(seq, revision);
+        let seq = self.shared.enqueue(vec![item], true).await?;
+        let waiting = self.shared.await_reply(seq);
         let outcome = match timeout {
             Some(timeout) => match tokio::time::timeout(timeout, waiting).await {
                 Ok(outcome) => outcome,
@@ -475,17 +475,13 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
     /// Appends `items` to the queue in one txn that also advances the
     /// counter (compared against the last value seen, so positions are
     /// unique and the order total); with `waiter`, puts the call's waiter
-    /// key. Returns the first position and the txn's revision.
+    /// key. Returns the first position.
     ///
     /// A txn whose outcome is unknown (`Indeterminate`: leadership changed
     /// or the connection broke after it was sent) is settled by
     /// [`settle_enqueue`](Shared::settle_enqueue), so a failover neither
     /// loses the message nor queues it twice.
-    pub(crate) async fn enqueue(
-        &self,
-        items: Vec<Item>,
-        waiter: bool,
-    ) -> Result<(u64, i64), Error> {
+    pub(crate) async fn enqueue(&self, items: Vec<Item>, waiter: bool) -> Result<u64, Error> {
         let keys = &self.keys;
         let cached = self.counter.lock().ok().and_then(|counter| *counter);
         let (mut next, mut counter_mod) = match cached {
@@ -537,7 +533,7 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
                     if let Ok(mut counter) = self.counter.lock() {
                         *counter = Some((end, revision));
                     }
-                    return Ok((next, revision));
+                    return Ok(next);
                 }
                 Enqueue::Refused(response) => response,
             };
@@ -623,22 +619,41 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
         }
     }
 
-    /// Waits until the waiter key of call `seq` (put at `revision`) holds
-    /// a reply; `Killed` if it is deleted first.
-    async fn await_reply(&self, seq: u64, revision: i64) -> Result<ReplyRecord, Error> {
+    /// Waits until the waiter key of call `seq` holds a reply; `Killed` if
+    /// it is deleted first.
+    ///
+    /// The watch starts at "now" and the key is read after it is open, so
+    /// a reply written before the watch is seen by the read and one written
+    /// after by the watch. (A watch from the enqueue's revision would be
+    /// exact too, but etcd serves a watch created at a revision it has
+    /// already passed from a resync loop that runs every 100 ms: under any
+    /// other writes, each call would wait for it.)
+    async fn await_reply(&self, seq: u64) -> Result<ReplyRecord, Error> {
         let key = self.keys.waiter(seq);
-        let mut from = revision + 1;
-        // After the watch ends, the key is read again and watched from
-        // that read's revision on.
         let mut wait = ops::BACKOFF_MIN;
         loop {
             let request = WatchRequest {
                 key: key.clone(),
-                start_revision: from,
                 ..Default::default()
             };
             let backend = self.backend.clone();
             let mut watch = ops::retrying(|| backend.watch(request.clone())).await?;
+            let backend = self.backend.clone();
+            let current = ops::retrying(|| {
+                backend.range(chorus_backend::RangeRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                })
+            })
+            .await?;
+            match current.kvs.first() {
+                None => return Err(Error::Killed),
+                Some(kv) => match decode(&kv.key, &kv.value)? {
+                    Record::Reply(reply) => return Ok(reply),
+                    Record::Waiting => {}
+                    other => return Err(wrong(&kv.key, "reply", &other)),
+                },
+            }
             while let Some(batch) = watch.next().await {
                 let events = match batch {
                     Ok(events) => events,
@@ -660,23 +675,7 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
                     }
                 }
             }
-            // The watch ended: the answer may have come meanwhile.
-            let backend = self.backend.clone();
-            let current = ops::retrying(|| {
-                backend.range(chorus_backend::RangeRequest {
-                    key: key.clone(),
-                    ..Default::default()
-                })
-            })
-            .await?;
-            match current.kvs.first() {
-                None => return Err(Error::Killed),
-                Some(kv) => match decode(&kv.key, &kv.value)? {
-                    Record::Reply(reply) => return Ok(reply),
-                    Record::Waiting => from = current.header.revision + 1,
-                    other => return Err(wrong(&kv.key, "reply", &other)),
-                },
-            }
+            // The watch ended: open another, and read again.
         }
     }
 

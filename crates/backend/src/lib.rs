@@ -209,8 +209,11 @@ impl Watch {
         self.batches.recv().await
     }
 
-    /// A watch fed by a producer task through `batches`.
-    fn new(batches: mpsc::Receiver<Result<Vec<Event>, BackendError>>) -> Watch {
+    /// A watch fed through `batches`, for [`KvBackend`] implementations:
+    /// their producer sends the batches in order, ends with at most one
+    /// `Err`, and stops when the receiver is dropped (the caller's watch
+    /// was dropped, which cancels it).
+    pub fn new(batches: mpsc::Receiver<Result<Vec<Event>, BackendError>>) -> Watch {
         Watch { batches }
     }
 }

@@ -51,8 +51,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_backend::{
-    BackendError, KeyValue, KvBackend, RangeRequest, RequestOp, TxnRequest, TxnResponse, Watch,
-    WatchRequest,
+    BackendError, KeyValue, KvBackend, KvError, RangeRequest, RequestOp, TxnRequest, TxnResponse,
+    Watch, WatchRequest,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -350,7 +350,12 @@ impl<S: DurableServer, B: KvBackend> Consumer<S, B> {
             None => {
                 let request =
                     WatchRequest::prefix(self.shared.keys.prefix()).from_revision(revision + 1);
-                self.shared.backend.watch(request).await?
+                match self.shared.backend.watch(request).await {
+                    Ok(changes) => changes,
+                    // The store compacted past the read since: read again.
+                    Err(BackendError::Kv(KvError::Compacted { .. })) => return Ok(()),
+                    Err(error) => return Err(error.into()),
+                }
             }
         };
         let sleep = async {

@@ -22,6 +22,7 @@ use crate::format::{
 use crate::ops;
 use crate::options::{StartOptions, CALL_TIMEOUT_DEFAULT};
 use crate::registry::Registry;
+use crate::replies::{Delivery, Replies};
 use crate::server::{guarded, DurableServer, Message, Outcome};
 
 /// Most messages in one [`Durable::cast_batch`]: the batch is one txn with
@@ -45,6 +46,8 @@ pub(crate) struct Shared<S, B> {
     /// The queue counter as last seen: `(next position, mod_revision)`.
     /// A guess that saves a read per enqueue; the enqueue txn compares it.
     counter: Mutex<Option<(u64, i64)>>,
+    /// Hands this handle's calls their replies.
+    replies: Replies<B>,
 }
 
 /// A consumer task and the switch that stops it.
@@ -96,12 +99,14 @@ impl<S: DurableServer, B: KvBackend> Durable<S, B> {
         if let Some(name) = &options.name {
             check_name(name)?;
         }
+        let replies = Replies::new(backend.clone(), keys.clone());
         let shared = Arc::new(Shared {
             server,
             backend,
             keys,
             options,
             counter: Mutex::new(None),
+            replies,
         });
         shared.ensure_state().await?;
         if let Some(name) = &shared.options.name {
@@ -200,8 +205,8 @@ impl<S: DurableServer, B: KvBackend> Durable<S, B> {
             kind: ItemKind::Call,
             message: encode_user("a call", &call)?,
         };
-        let seq = self.shared.enqueue(vec![item], true).await?;
-        let waiting = self.shared.await_reply(seq);
+        let (seq, revision) = self.shared.enqueue(vec![item], true).await?;
+        let waiting = self.shared.await_reply(seq, revision);
         let outcome = match timeout {
             Some(timeout) => match tokio::time::timeout(timeout, waiting).await {
                 Ok(outcome) => outcome,
@@ -475,13 +480,17 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
     /// Appends `items` to the queue in one txn that also advances the
     /// counter (compared against the last value seen, so positions are
     /// unique and the order total); with `waiter`, puts the call's waiter
-    /// key. Returns the first position.
+    /// key. Returns the first position and the txn's revision.
     ///
     /// A txn whose outcome is unknown (`Indeterminate`: leadership changed
     /// or the connection broke after it was sent) is settled by
     /// [`settle_enqueue`](Shared::settle_enqueue), so a failover neither
     /// loses the message nor queues it twice.
-    pub(crate) async fn enqueue(&self, items: Vec<Item>, waiter: bool) -> Result<u64, Error> {
+    pub(crate) async fn enqueue(
+        &self,
+        items: Vec<Item>,
+        waiter: bool,
+    ) -> Result<(u64, i64), Error> {
         let keys = &self.keys;
         let cached = self.counter.lock().ok().and_then(|counter| *counter);
         let (mut next, mut counter_mod) = match cached {
@@ -533,7 +542,7 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
                     if let Ok(mut counter) = self.counter.lock() {
                         *counter = Some((end, revision));
                     }
-                    return Ok(next);
+                    return Ok((next, revision));
                 }
                 Enqueue::Refused(response) => response,
             };
@@ -619,63 +628,38 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
         }
     }
 
-    /// Waits until the waiter key of call `seq` holds a reply; `Killed` if
-    /// it is deleted first.
-    ///
-    /// The watch starts at "now" and the key is read after it is open, so
-    /// a reply written before the watch is seen by the read and one written
-    /// after by the watch. (A watch from the enqueue's revision would be
-    /// exact too, but etcd serves a watch created at a revision it has
-    /// already passed from a resync loop that runs every 100 ms: under any
-    /// other writes, each call would wait for it.)
-    async fn await_reply(&self, seq: u64) -> Result<ReplyRecord, Error> {
-        let key = self.keys.waiter(seq);
+    /// Waits until the waiter key of call `seq` (put at `revision`) holds
+    /// a reply; `Killed` if it is deleted first. The handle's one watch on
+    /// the waiter keys delivers it (see `replies.rs` for why nothing can
+    /// fall between the enqueue and that watch).
+    async fn await_reply(&self, seq: u64, revision: i64) -> Result<ReplyRecord, Error> {
+        let mut registration = self.replies.register(seq, Some(revision));
         let mut wait = ops::BACKOFF_MIN;
         loop {
-            let request = WatchRequest {
-                key: key.clone(),
-                ..Default::default()
-            };
-            let backend = self.backend.clone();
-            let mut watch = ops::retrying(|| backend.watch(request.clone())).await?;
-            let backend = self.backend.clone();
-            let current = ops::retrying(|| {
-                backend.range(chorus_backend::RangeRequest {
-                    key: key.clone(),
-                    ..Default::default()
-                })
-            })
-            .await?;
-            match current.kvs.first() {
-                None => return Err(Error::Killed),
-                Some(kv) => match decode(&kv.key, &kv.value)? {
-                    Record::Reply(reply) => return Ok(reply),
-                    Record::Waiting => {}
-                    other => return Err(wrong(&kv.key, "reply", &other)),
-                },
-            }
-            while let Some(batch) = watch.next().await {
-                let events = match batch {
-                    Ok(events) => events,
-                    Err(error) if error.is_transient() => {
-                        wait = ops::backoff(wait).await;
-                        break;
-                    }
-                    Err(BackendError::Kv(KvError::Compacted { .. })) => break,
-                    Err(error) => return Err(error.into()),
-                };
-                for event in events {
-                    match event.kind {
-                        EventKind::Delete => return Err(Error::Killed),
-                        EventKind::Put => match decode(&event.kv.key, &event.kv.value)? {
-                            Record::Reply(reply) => return Ok(reply),
-                            Record::Waiting => {}
-                            other => return Err(wrong(&event.kv.key, "reply", &other)),
-                        },
-                    }
+            if registration.read_first {
+                let key = self.keys.waiter(seq);
+                let backend = self.backend.clone();
+                let current = ops::retrying(|| backend.get(key.clone())).await?;
+                match current {
+                    None => return Err(Error::Killed),
+                    Some(kv) => match decode(&kv.key, &kv.value)? {
+                        Record::Reply(reply) => return Ok(reply),
+                        Record::Waiting => {}
+                        other => return Err(wrong(&kv.key, "reply", &other)),
+                    },
                 }
             }
-            // The watch ended: open another, and read again.
+            match (&mut registration.delivery).await {
+                Ok(Delivery::Reply(reply)) => return Ok(reply),
+                Ok(Delivery::Killed) => return Err(Error::Killed),
+                // The watch started again (or ended): read, and wait on
+                // the next one. The wait keeps a watch that keeps failing
+                // from spinning.
+                Ok(Delivery::ReadAgain) | Err(_) => {
+                    wait = ops::backoff(wait).await;
+                    registration = self.replies.register(seq, None);
+                }
+            }
         }
     }
 

@@ -64,6 +64,7 @@ mod handle;
 mod ops;
 mod options;
 mod registry;
+mod replies;
 mod server;
 pub mod stats;
 

@@ -736,7 +736,11 @@ pub async fn unknown_enqueue_outcomes<B: KvBackend>(backend: B, tenant: &str) {
             })
         }))
     };
-    let fault = |apply, meanwhile| Fault { apply, meanwhile };
+    let fault = |apply, meanwhile| Fault {
+        apply,
+        meanwhile,
+        late: false,
+    };
     unsure.next_enqueue(fault(true, None));
     publisher.cast(Cast::Record(1)).await.expect("applied cast");
     unsure.next_enqueue(fault(false, None));
@@ -765,6 +769,75 @@ pub async fn unknown_enqueue_outcomes<B: KvBackend>(backend: B, tenant: &str) {
         assert_eq!(*count, 1, "message {id} processed {count} times");
     }
     assert_eq!(ledger.order, [1, 2, 100, 3, 4, 101, 5, 6, 7]);
+}
+
+/// A call whose enqueue is answered late: by the time the caller hears
+/// that it committed, its reply is written and the handle's reply watch
+/// has handed out later replies. The call still gets its reply (it reads
+/// it: the watch has passed it).
+pub async fn late_enqueue_answer<B: KvBackend>(backend: B, tenant: &str) {
+    let server = LedgerServer::default();
+    let options = StartOptions::new(tenant);
+    let consumer = start(&backend, &server, options.clone()).await;
+    let unsure = Unsure::new(backend.clone());
+    let publisher = Arc::new(start(&unsure, &server, options.consume(false)).await);
+    // The handle's reply watch runs from its first call on.
+    let first = publisher.call_timeout(Call::Record(1), None).await;
+    assert_eq!(first.expect("the first call"), 1);
+    // The slow call is queued before the later one, so it is answered
+    // first: once the later call has its reply, the watch is past both.
+    let later = Arc::clone(&publisher);
+    unsure.next_enqueue(Fault {
+        apply: true,
+        meanwhile: Some(Box::new(move || {
+            Box::pin(async move {
+                let count = later.call_timeout(Call::Record(3), None).await;
+                assert_eq!(count.expect("the later call"), 1);
+            })
+        })),
+        late: true,
+    });
+    let slow = publisher.call_timeout(Call::Record(2), None).await;
+    assert_eq!(slow.expect("the slow call"), 1);
+    assert_eq!(unsure.pending(), 0, "the fault did not strike");
+    let ledger = consumer.state().await.expect("state");
+    assert_eq!(ledger.order, [1, 2, 3]);
+}
+
+/// Calls, their consumer and a concurrent caller through a store whose
+/// watches break after every batch and whose resumptions are refused every
+/// other time as compacted: every call still gets its reply, and every
+/// message is handled once.
+pub async fn broken_watches<B: KvBackend>(backend: B, tenant: &str) {
+    const CALLERS: u64 = 4;
+    const CALLS_EACH: u64 = 10;
+    let server = LedgerServer::default();
+    let unsure = Unsure::new(backend.clone());
+    unsure.break_watches(1);
+    let handle = Arc::new(start(&unsure, &server, StartOptions::new(tenant)).await);
+    let mut callers = Vec::new();
+    for caller in 0..CALLERS {
+        let handle = Arc::clone(&handle);
+        callers.push(tokio::spawn(async move {
+            for k in 0..CALLS_EACH {
+                let id = caller * 100 + k;
+                let count = handle
+                    .call_timeout(Call::Record(id), None)
+                    .await
+                    .expect("call");
+                assert_eq!(count, 1, "call {id} was processed {count} times");
+            }
+        }));
+    }
+    for caller in callers {
+        caller.await.expect("caller task");
+    }
+    assert_eq!(drain(&handle).await, CALLERS * CALLS_EACH);
+    assert!(unsure.watch_faults() > 0, "no watch broke");
+    let ledger = handle.state().await.expect("state");
+    for (id, count) in &ledger.seen {
+        assert_eq!(*count, 1, "message {id} processed {count} times");
+    }
 }
 
 /// Every scenario that any store runs, in its own tenants under `prefix`.
@@ -819,6 +892,16 @@ pub async fn all<B: KvBackend>(backend: B, prefix: &str) {
     guard(
         "crash_counts",
         crash_counts_as_attempt(backend.clone(), &format!("{prefix}/crash")),
+    )
+    .await;
+    guard(
+        "late_answer",
+        late_enqueue_answer(backend.clone(), &format!("{prefix}/late")),
+    )
+    .await;
+    guard(
+        "broken_watches",
+        broken_watches(backend.clone(), &format!("{prefix}/broken")),
     )
     .await;
 }

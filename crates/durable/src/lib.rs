@@ -24,7 +24,9 @@
 //! and the dequeue commit in one compare-guarded txn (see `consumer.rs`
 //! for the txn and the rules), so a consumer may crash anywhere and
 //! another takes over. Consumers learn of new messages from a watch on
-//! the tenant, not by polling. [`Durable::priority_call`] and
+//! the tenant that stays open across waits, not by polling; a handle's
+//! calls get their replies from one watch on its waiter keys (see
+//! `replies.rs`), not one per call. [`Durable::priority_call`] and
 //! [`Durable::priority_cast`] skip the queue, its order and the lock.
 //!
 //! ```no_run

@@ -57,8 +57,10 @@ def main() -> int:
                 doc = pattern.sub(lambda _: block.group(0), doc)
             else:
                 doc = doc.rstrip() + "\n\n" + block.group(0) + "\n"
-    DOC.write_text(doc)
-    print(f"wrote {DOC}", file=sys.stderr)
+        # Written after each benchmark: a later one may read an earlier
+        # one's block (peers-bench quotes node-bench's in its gates).
+        DOC.write_text(doc)
+        print(f"wrote {DOC}", file=sys.stderr)
     return 0
 
 

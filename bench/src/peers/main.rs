@@ -131,6 +131,10 @@ struct BenchArgs {
     /// Run chorus alone.
     #[arg(long)]
     no_etcd: bool,
+    /// The benchmarks document whose node-bench block the Raft API gates
+    /// quote, read when the run starts (so run node-bench first).
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    docs: PathBuf,
     /// Record a perf profile of both systems' servers during this row,
     /// given as WORKLOAD/MEMBERS/CLIENTS (e.g. put/3/64).
     #[arg(long)]
@@ -385,7 +389,7 @@ async fn run(args: BenchArgs) -> Result<()> {
         watch: Vec::new(),
         watch_rate: args.watch_rate,
         restarts: Vec::new(),
-        node_block: node_block(),
+        node_block: node_block(&args.docs),
         perf_files: Vec::new(),
     };
 
@@ -970,10 +974,12 @@ async fn chorus_version(binary: &Path) -> String {
     }
 }
 
-/// node-bench's block from docs/benchmarks.md, for the Raft API gates.
-fn node_block() -> Option<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
-    let text = std::fs::read_to_string(path).ok()?;
+/// node-bench's block from the benchmarks document, for the Raft API
+/// gates. The document is read at run time from `docs` (not from where the
+/// program was compiled: a binary built in another checkout would quote
+/// that checkout's figures).
+fn node_block(docs: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(docs).ok()?;
     let start = text.find("<!-- node:begin -->")?;
     let end = text[start..].find("<!-- node:end -->")? + start;
     Some(text[start..end].to_string())

@@ -301,11 +301,6 @@ impl pb::cluster_server::Cluster for ClusterService {
             .map(|m| kv_server(m.id))
             .collect();
         staying.sort_by_key(|server| server.node.0 != me);
-        // Thesis §3.10: a leader that is to be removed hands leadership to
-        // a member that stays first, so the cluster never waits out an
-        // election timeout (or a quiesced follower's failure detector)
-        // for a leader that stepped down.
-        self.hand_off_leadership(id, &members).await?;
         // A change in the leader's log is not yet committed: if leadership
         // moves before it commits it can be lost. Like etcd, answer only
         // once it holds: after the directory update (a later write) has
@@ -313,6 +308,14 @@ impl pb::cluster_server::Cluster for ClusterService {
         // else the removal was lost and is made again.
         let deadline = tokio::time::Instant::now() + self.backend.timeout;
         loop {
+            // Thesis §3.10: a leader that is to be removed hands leadership
+            // to a member that stays first, so the cluster never waits out
+            // an election timeout (or a quiesced follower's failure
+            // detector) for a leader that stepped down. Again on every
+            // attempt: a lost removal leaves `id` a voter, and it may lead
+            // again, where the members that stay cannot reach it for the
+            // removal (CI saw that attempt time out).
+            self.hand_off_leadership(id, &members).await?;
             self.remove_from_raft(id, &staying).await?;
             self.wait_for_leader_without(id, &staying, deadline).await?;
             self.remove_from_directory(id, &staying, deadline).await?;

@@ -73,22 +73,34 @@ async fn three_members_share_sessions_and_survive_a_restart_of_all() {
     }
 }
 
+/// Saves a session through the gRPC service; the saved session.
+async fn save(
+    client: &mut SessionsClient<tonic::transport::Channel>,
+    request: pb::SaveSessionRequest,
+) -> pb::Session {
+    client
+        .save_session(request)
+        .await
+        .expect("save")
+        .into_inner()
+        .session
+        .expect("a session")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpc_service_maps_errors_to_codes() {
     let (mut member, _client) = single().await;
     let mut client = SessionsClient::connect(member.client_url().to_string())
         .await
         .expect("connect");
-    let saved = client
-        .save_session(pb::SaveSessionRequest {
+    let saved = save(
+        &mut client,
+        pb::SaveSessionRequest {
             owner: "alice".into(),
             ..Default::default()
-        })
-        .await
-        .expect("save")
-        .into_inner()
-        .session
-        .expect("a session");
+        },
+    )
+    .await;
     assert!(saved.valid_to_ms > 0 && saved.fence > 0);
     let read = client
         .get_session(pb::GetSessionRequest {
@@ -375,17 +387,15 @@ async fn the_sessions_settings_of_serve_are_used() {
 
     // A deadline in the past becomes now + the default validity.
     let before = wall_ms();
-    let kept = client
-        .save_session(pb::SaveSessionRequest {
+    let kept = save(
+        &mut client,
+        pb::SaveSessionRequest {
             valid_to_ms: 1,
             owner: "kept".into(),
             ..Default::default()
-        })
-        .await
-        .expect("save")
-        .into_inner()
-        .session
-        .expect("a session");
+        },
+    )
+    .await;
     let after = wall_ms();
     assert!(
         (before + VALIDITY_MS..=after + VALIDITY_MS).contains(&kept.valid_to_ms),
@@ -411,17 +421,15 @@ async fn the_sessions_settings_of_serve_are_used() {
 
     // A session about to expire, without connections: the cleaner (every
     // 100 ms, not the default minute) deletes it soon after.
-    let doomed = client
-        .save_session(pb::SaveSessionRequest {
+    let doomed = save(
+        &mut client,
+        pb::SaveSessionRequest {
             valid_to_ms: wall_ms() + 200,
             owner: "doomed".into(),
             ..Default::default()
-        })
-        .await
-        .expect("save")
-        .into_inner()
-        .session
-        .expect("a session");
+        },
+    )
+    .await;
     conformance::guard("the cleaner deletes the expired session", async {
         loop {
             let found = client

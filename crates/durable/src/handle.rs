@@ -22,7 +22,7 @@ use crate::format::{
 use crate::ops;
 use crate::options::{StartOptions, CALL_TIMEOUT_DEFAULT};
 use crate::registry::Registry;
-use crate::replies::{Delivery, Replies};
+use crate::replies::{reply_in, Delivery, Replies};
 use crate::server::{guarded, DurableServer, Message, Outcome};
 
 /// Most messages in one [`Durable::cast_batch`]: the batch is one txn with
@@ -640,13 +640,11 @@ impl<S: DurableServer, B: KvBackend> Shared<S, B> {
                 let key = self.keys.waiter(seq);
                 let backend = self.backend.clone();
                 let current = ops::retrying(|| backend.get(key.clone())).await?;
-                match current {
-                    None => return Err(Error::Killed),
-                    Some(kv) => match decode(&kv.key, &kv.value)? {
-                        Record::Reply(reply) => return Ok(reply),
-                        Record::Waiting => {}
-                        other => return Err(wrong(&kv.key, "reply", &other)),
-                    },
+                let Some(kv) = current else {
+                    return Err(Error::Killed);
+                };
+                if let Some(reply) = reply_in(&kv.key, &kv.value)? {
+                    return Ok(reply);
                 }
             }
             match (&mut registration.delivery).await {

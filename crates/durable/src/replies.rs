@@ -38,7 +38,8 @@ use chorus_backend::{Event, EventKind, KvBackend, RangeRequest, WatchRequest};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::format::{decode, Keys, Record, ReplyRecord};
+use crate::error::Error;
+use crate::format::{decode, wrong, Keys, Record, ReplyRecord};
 use crate::ops;
 
 /// What the watch task hands a waiting call.
@@ -179,7 +180,7 @@ async fn run<B: KvBackend>(state: Arc<Mutex<State>>, backend: B, keys: Keys, sta
                 match watch.next().await {
                     Some(Ok(events)) => {
                         wait = ops::BACKOFF_MIN;
-                        seen = hand_out(&state, &keys, &prefix, events).max(seen);
+                        seen = hand_out(&state, &keys, &prefix, events);
                     }
                     Some(Err(error)) => break error.is_transient(),
                     // The watch ended without a word (the store closed it):
@@ -238,7 +239,16 @@ fn read_again(state: &mut State) {
     }
 }
 
-/// Hands one batch out; returns its last revision.
+/// What a waiter key holds: the reply, or `None` while the call waits.
+pub(crate) fn reply_in(key: &[u8], value: &[u8]) -> Result<Option<ReplyRecord>, Error> {
+    match decode(key, value)? {
+        Record::Reply(reply) => Ok(Some(reply)),
+        Record::Waiting => Ok(None),
+        other => Err(wrong(key, "reply", &other)),
+    }
+}
+
+/// Hands one batch out; returns the last revision handed out so far.
 fn hand_out(state: &Mutex<State>, keys: &Keys, prefix: &[u8], events: Vec<Event>) -> i64 {
     let mut state = lock(state);
     let mut last = 0;
@@ -251,17 +261,18 @@ fn hand_out(state: &Mutex<State>, keys: &Keys, prefix: &[u8], events: Vec<Event>
         };
         let delivery = match event.kind {
             EventKind::Delete => Delivery::Killed,
-            EventKind::Put => match decode(&event.kv.key, &event.kv.value) {
-                Ok(Record::Reply(reply)) => Delivery::Reply(reply),
-                Ok(Record::Waiting) => continue,
+            EventKind::Put => match reply_in(&event.kv.key, &event.kv.value) {
+                Ok(Some(reply)) => Delivery::Reply(reply),
+                Ok(None) => continue,
                 // The call's own read reports what is wrong with it.
-                Ok(_) | Err(_) => Delivery::ReadAgain,
+                Err(_) => Delivery::ReadAgain,
             },
         };
         if let Some((_, sender)) = state.waiting.remove(&seq) {
             let _ = sender.send(delivery);
         }
     }
-    state.seen = Some(state.seen.unwrap_or(0).max(last));
-    last
+    let seen = state.seen.unwrap_or(0).max(last);
+    state.seen = Some(seen);
+    seen
 }
